@@ -1,0 +1,325 @@
+//! The TOML configuration: schema, defaults and validation that reports every problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod validate;
+
+pub use validate::Problem;
+
+/// The default configuration, compiled into the binary so `sipstamp run` works without files.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/sipstamp.toml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder for generated secrets and the embedded store, relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub calls: CallsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub headers: HeaderNames,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default = "default_tenants")]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default = "default_releases")]
+    pub releases: Vec<ReleaseConfig>,
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// SIP listeners and the upstream gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listen addresses.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// The gateway that new inbound calls are forwarded to.
+    pub upstream: SocketAddr,
+    /// Transport toward the upstream: `same` as the request arrived on, `udp` or `tcp`.
+    pub upstream_transport: UpstreamTransport,
+    /// Host written into the proxy's Via and Record-Route; defaults to the listen address.
+    pub advertised_host: Option<String>,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let local: SocketAddr = ([127, 0, 0, 1], 5060).into();
+        Self {
+            udp: vec![local],
+            tcp: vec![local],
+            upstream: ([127, 0, 0, 1], 5090).into(),
+            upstream_transport: UpstreamTransport::Same,
+            advertised_host: None,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTransport {
+    Same,
+    Udp,
+    Tcp,
+}
+
+/// Size and count limits applied to every received message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, head and body, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most header lines (folded continuations count once) in one message.
+    pub max_headers: usize,
+    /// Longest single header, continuations included, in bytes.
+    pub max_header_bytes: usize,
+    /// Most Via values in one message.
+    pub max_via: usize,
+    /// Most TCP connections open at once.
+    pub max_tcp_connections: usize,
+    /// Seconds a TCP connection may stay idle before it is closed.
+    pub tcp_idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65_535,
+            max_body_bytes: 32_768,
+            max_headers: 128,
+            max_header_bytes: 8_192,
+            max_via: 32,
+            max_tcp_connections: 4_096,
+            tcp_idle_timeout_secs: 300,
+        }
+    }
+}
+
+/// The table of calls in progress.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// Most calls tracked at once; new INVITEs beyond it are answered 503.
+    pub max_active: usize,
+    /// Seconds a call stays in the table after BYE or a failed final response, so that
+    /// retransmissions and the ACK still get the same identifiers (64 x T1 = 32 s).
+    pub grace_secs: u64,
+    /// Seconds after which a call is dropped from the table whatever its state.
+    pub max_age_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            max_active: 500_000,
+            grace_secs: 32,
+            max_age_secs: 4 * 3600,
+        }
+    }
+}
+
+/// The admin HTTP listener (metrics, health, session API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 9090).into(),
+        }
+    }
+}
+
+/// Names of the headers sipstamp stamps into the forwarded INVITE.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderNames {
+    pub callid: String,
+    pub sessionid: String,
+    pub conversationid: String,
+    pub anonymous: String,
+    pub callerid: String,
+    pub identity_source: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        Self {
+            callid: "X-Callid".into(),
+            sessionid: "X-Sessionid".into(),
+            conversationid: "X-Conversationid".into(),
+            anonymous: "X-Anonymous".into(),
+            callerid: "X-Callerid".into(),
+            identity_source: "X-Identity-Source".into(),
+        }
+    }
+}
+
+impl HeaderNames {
+    /// Returns every configured name, in stamping order.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.callid,
+            &self.sessionid,
+            &self.conversationid,
+            &self.anonymous,
+            &self.callerid,
+            &self.identity_source,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Default filter in tracing's `EnvFilter` syntax; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A tenant: the owner of a secret key and the releases that use it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Key id written as the sessionid prefix (1 to 16 letters or digits).
+    pub key_id: String,
+    /// File holding the secret key as hex (at least 64 hex digits).
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the secret key as hex.
+    pub key_env: Option<String>,
+}
+
+/// A release: an instance id whose callers share sessionids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    pub instance_id: String,
+    pub tenant: String,
+}
+
+/// A trunk: transport peers that share trust and numbering settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub id: String,
+    /// Source address ranges of the trunk's peers.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<ipnet::IpNet>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_tenants() -> Vec<TenantConfig> {
+    vec![TenantConfig {
+        name: "default".into(),
+        key_id: "k1".into(),
+        key_file: None,
+        key_env: None,
+    }]
+}
+
+fn default_releases() -> Vec<ReleaseConfig> {
+    vec![ReleaseConfig {
+        instance_id: "default".into(),
+        tenant: "default".into(),
+    }]
+}
+
+/// Errors loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: {}", format_problems(.problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    /// Parses and validates a configuration text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Loads a file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::parse(DEFAULT_CONFIG, "(embedded default)"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+}

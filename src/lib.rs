@@ -1,0 +1,6 @@
+//! sipstamp: a SIP proxy sidecar that stamps call, session and conversation identifiers into
+//! inbound INVITEs before they reach a voice gateway.
+
+pub mod config;
+pub mod identity;
+pub mod pseudonym;
