@@ -540,7 +540,7 @@ impl Drop for Sipp {
 }
 
 /// Parses SIPp's `-trace_stat` file: a header line of `;`-separated column names, then one
-/// line per dump. Returns the columns of the last line, which holds the final counters.
+/// line per dump. Returns the columns of the last line, which contains the final counters.
 pub fn parse_stat_csv(text: &str) -> Option<HashMap<String, String>> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next()?.split(';').collect();
@@ -604,7 +604,7 @@ pub struct CallPlan {
 }
 
 impl CallPlan {
-    /// A plan with no injection file.
+    /// Creates a plan with no injection file.
     pub fn new(
         uac_scenario: &str,
         uas_scenario: &str,
@@ -678,7 +678,7 @@ impl RawUdp {
         RawUdp { socket, target }
     }
 
-    /// The local address, for the Via header of a hand-written request.
+    /// Returns the local address, for the Via header of a hand-written request.
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("local address")
     }
@@ -744,7 +744,7 @@ impl RawTcp {
         }
     }
 
-    /// The local address, for the Via header of a hand-written request.
+    /// Returns the local address, for the Via header of a hand-written request.
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("local address")
     }
@@ -817,7 +817,7 @@ pub fn status_code(message: &[u8]) -> Option<u16> {
 }
 
 /// Returns an OPTIONS request to the proxy on `proxy_port` whose Via names `local`, as a
-/// probe that a working proxy answers 200.
+/// probe that a working proxy must reply to with 200.
 pub fn options_request(
     local: SocketAddr,
     proxy_port: u16,
