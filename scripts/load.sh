@@ -26,7 +26,8 @@
 #   retransmissions          UDP retransmissions by the UAC (non-zero: something lags)
 #   cps                      (answered calls - 1) / time from the first 200 OK to the last
 #   rtt_p50_ms ... rtt_max_ms  INVITE sent -> 200 received at the UAC, microsecond clock
-#   proxy_cpu_seconds        user + system CPU of the proxy process during the UAC run
+#   proxy_cpu_seconds        user + system CPU of the proxy process (all its threads, no
+#                            child processes) during the UAC run
 #   proxy_cpu_ms_per_call    the same per successful call
 #   proxy_peak_rss_kb        VmHWM of the proxy process (its peak resident memory)
 set -euo pipefail
@@ -58,7 +59,7 @@ while [ $# -gt 0 ]; do
     --direct) DIRECT=1; shift ;;
     --kamailio) KAMAILIO=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) fail "unknown option $1 (see --help)" ;;
   esac
 done
@@ -87,6 +88,8 @@ elif [ -z "$BINARY" ]; then
 fi
 if [ "$DIRECT" = 0 ]; then
   [ -x "$BINARY" ] || fail "binary $BINARY not found or not executable"
+  # The proxy starts in the work folder, so a relative path must be resolved here.
+  BINARY="$(realpath "$BINARY")"
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sipstamp-load.XXXXXX")"
