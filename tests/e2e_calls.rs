@@ -1,6 +1,6 @@
 //! Calls through the real `sipstamp` binary: SIPp callers on one side, a SIPp upstream
 //! gateway on the other, all on 127.0.0.1. The upstream scenarios check the stamped
-//! headers and answer 500 on a failed check, so a bad stamp fails the call on both sides.
+//! headers and reply 500 on a failed check, so a bad stamp fails the call on both sides.
 
 mod support;
 
@@ -115,7 +115,7 @@ fn options_probe_answered_by_proxy() {
     if !sipp_available() {
         return;
     }
-    // No upstream listens: the proxy must answer an OPTIONS addressed to itself.
+    // No upstream listens, so the proxy itself must reply to an OPTIONS addressed to it.
     let proxy = Proxy::start(free_port());
     for transport in [Transport::Udp, Transport::Tcp] {
         let uac = Sipp::spawn(SippSpec::uac(

@@ -1,5 +1,5 @@
 //! Hand-written bad input sent to the real `sipstamp` binary over UDP and TCP. The proxy
-//! must survive it and go on answering. These tests need no SIPp.
+//! must survive it and go on replying. These tests need no SIPp.
 
 mod support;
 
@@ -11,7 +11,7 @@ use support::{
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Asserts that the proxy answers an OPTIONS over UDP with 200.
+/// Asserts that the proxy replies 200 to an OPTIONS over UDP.
 fn assert_answers_options(proxy: &Proxy, call_id: &str) {
     let udp = RawUdp::new(proxy.sip_port);
     let request = options_request(udp.local_addr(), proxy.sip_port, Transport::Udp, call_id);
@@ -39,7 +39,7 @@ fn garbage_datagrams_leave_proxy_running() {
     for input in inputs {
         udp.send(input);
     }
-    // Whatever the proxy sends back to garbage is not checked; it only must keep working.
+    // Replies to garbage are not checked. The proxy only has to keep working.
     while udp.recv(Duration::from_millis(200)).is_some() {}
     assert!(
         proxy.is_running(),
@@ -77,7 +77,7 @@ fn request_without_call_id_gets_400() {
     let proxy = Proxy::start(free_port());
     let udp = RawUdp::new(proxy.sip_port);
     let local = udp.local_addr();
-    // RFC 3261 section 8.1.1 makes Call-ID mandatory; the Via is intact, so a reply can go back.
+    // RFC 3261 section 8.1.1 makes Call-ID mandatory. The Via is intact, so a reply can go back.
     let request = format!(
         "INVITE sip:service@127.0.0.1:{port} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK-no-call-id\r\n\
@@ -102,7 +102,7 @@ fn request_without_call_id_gets_400() {
 
 #[test]
 fn tcp_reply_framing_keeps_second_message() {
-    // Two OPTIONS in one write: the proxy must frame both and answer each.
+    // Two OPTIONS in one write: the proxy must frame both and reply to each.
     let proxy = Proxy::start(free_port());
     let mut tcp = RawTcp::connect(proxy.sip_port);
     let local = tcp.local_addr();

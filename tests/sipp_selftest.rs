@@ -36,13 +36,15 @@ fn invalid_stamps_fail_every_call() {
     if !sipp_available() {
         return;
     }
-    // One call per line of stamped-invalid.csv; each line breaks exactly one check.
+    // One call per line of stamped-invalid.csv. Each line breaks exactly one check.
     let lines = std::fs::read_to_string(support::sipp_file("stamped-invalid.csv"))
         .expect("read stamped-invalid.csv");
     let calls = lines.lines().skip(1).filter(|l| !l.is_empty()).count() as u32;
+
     let plan = CallPlan::new("uac.xml", "uas-stamped.xml", Transport::Udp, calls, 50)
         .injection("stamped-invalid.csv");
     let run = run_direct(&plan);
+
     let detail = run.detail();
     assert_eq!(
         run.uac.successful, 0,
