@@ -678,9 +678,36 @@ impl RawUdp {
         RawUdp { socket, target }
     }
 
+    /// Binds 127.0.0.1:`local_port`, for a hand-written upstream that receives what the
+    /// proxy forwards. Replies go to 127.0.0.1:`target_port`.
+    pub fn bound(local_port: u16, target_port: u16) -> RawUdp {
+        let socket = UdpSocket::bind((LOCALHOST, local_port))
+            .unwrap_or_else(|err| panic!("bind UDP 127.0.0.1:{local_port}: {err}"));
+        let target = SocketAddr::from(([127, 0, 0, 1], target_port));
+        RawUdp { socket, target }
+    }
+
     /// Returns the local address, for the Via header of a hand-written request.
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("local address")
+    }
+
+    /// Returns the first request with `method` and `call_id` that arrives within `timeout`,
+    /// skipping other datagrams such as retransmissions of earlier calls.
+    pub fn recv_request(&self, method: &str, call_id: &str, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.checked_duration_since(Instant::now())?;
+            if remaining.is_zero() {
+                return None;
+            }
+            let message = self.recv(remaining)?;
+            let is_method = message.starts_with(format!("{method} ").as_bytes());
+            let ids = header_values(&message, "Call-ID");
+            if is_method && ids.iter().any(|id| id == call_id) {
+                return Some(message);
+            }
+        }
     }
 
     /// Sends one datagram.
@@ -807,6 +834,47 @@ fn framed_length(buffer: &[u8]) -> Option<usize> {
         .unwrap_or(0);
     let total = head_end + body_len;
     (buffer.len() >= total).then_some(total)
+}
+
+/// Returns the values of every header called `name` (compared without regard to letter
+/// case) in the head of `message`, trimmed. Folded continuation lines are not joined.
+pub fn header_values(message: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (header, value) = line.split_once(':')?;
+            header
+                .trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Returns an INVITE from `from_uri` to the proxy on `proxy_port`, sent from `local` over
+/// UDP. `extra_headers` are whole header lines, each ending in CRLF, or empty.
+pub fn invite_request(
+    local: SocketAddr,
+    proxy_port: u16,
+    from_uri: &str,
+    extra_headers: &str,
+    call_id: &str,
+) -> String {
+    format!(
+        "INVITE sip:service@{LOCALHOST}:{proxy_port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-raw-{call_id}\r\n\
+         From: <{from_uri}>;tag=raw-{call_id}\r\n\
+         To: <sip:service@{LOCALHOST}:{proxy_port}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         {extra_headers}\
+         Content-Length: 0\r\n\
+         \r\n"
+    )
 }
 
 /// Returns the status code of a SIP response, or `None` when `message` is no response.
