@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod identity;
+pub mod message;
 pub mod pseudonym;
