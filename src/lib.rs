@@ -4,3 +4,5 @@
 pub mod config;
 pub mod identity;
 pub mod pseudonym;
+
+pub use pseudonym::session_id_command;

@@ -370,3 +370,6 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

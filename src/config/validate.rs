@@ -110,8 +110,12 @@ impl Config {
 
         let mut tenants = HashSet::new();
         for (i, tenant) in self.tenants.iter().enumerate() {
-            if tenant.name.is_empty() {
-                add(format!("tenants[{i}].name"), "must not be empty");
+            if !is_label(&tenant.name) {
+                // The name becomes part of the generated key file name.
+                add(
+                    format!("tenants[{i}].name"),
+                    "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+                );
             } else if !tenants.insert(tenant.name.as_str()) {
                 add(format!("tenants[{i}].name"), "is defined twice");
             }
@@ -182,7 +186,7 @@ impl Config {
         }
         let mut trunks = HashSet::new();
         for (i, trunk) in self.trunks.iter().enumerate() {
-            if !is_trunk_id(&trunk.id) {
+            if !is_label(&trunk.id) {
                 add(
                     format!("trunks[{i}].id"),
                     "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
@@ -212,9 +216,9 @@ fn is_key_id(key_id: &str) -> bool {
     (1..=16).contains(&key_id.len()) && key_id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// Trunk ids end up in `local:<digits>@<id>` callerids, so they stay short and free of `@`,
-/// spaces and separators.
-fn is_trunk_id(id: &str) -> bool {
+/// True for a name that can appear in a file name and in `local:<digits>@<trunk_id>` callerids:
+/// short, without `@`, `/`, spaces or separators.
+fn is_label(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -259,6 +263,12 @@ fn trunk_numbering_problems(trunk: &TrunkConfig) -> Vec<(&'static str, &'static 
     if international.is_some_and(|p| !is_prefix_digits(p)) {
         out.push(("international_prefix", "must be 1 to 4 digits"));
     }
+    // The region's international prefix applies when none is configured.
+    let region_international = region
+        .flatten()
+        .and_then(|m| m.international_prefix())
+        .map(|r| r.as_str().trim().to_owned());
+    let international = international.or(region_international.as_deref());
     if let (Some(n), Some(i)) = (national, international) {
         if n.starts_with(i) {
             out.push((

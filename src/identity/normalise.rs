@@ -9,7 +9,8 @@
 
 use phonenumber::Mode;
 
-use super::header::Malformed;
+use super::header::{Malformed, NameAddr};
+use super::markers::{is_empty_number, marker_reason};
 use super::trust::TrunkPolicy;
 use super::uri::{encode_user, parse_uri, percent_decode, Scheme, Uri};
 
@@ -61,12 +62,23 @@ pub fn warm_up() {
 }
 
 /// Normalises a number or URI given by an operator, as a From header of a trusted peer on
-/// `trunk` would be: `+4930123456`, `030 123456`, `tel:...` or `sip:...`.
+/// `trunk` would be: `+4930123456`, `030 123456`, `tel:...` or `sip:...`. Anonymous markers
+/// are invalid here because they have no callerid.
 pub fn normalise_number(value: &str, trunk: &TrunkPolicy) -> Result<String, NormaliseError> {
     let value = value.trim();
     let normalised = if value.contains(':') {
         let uri = parse_uri(value.as_bytes()).map_err(|_| NormaliseError::Invalid)?;
+        let address = NameAddr {
+            display: None,
+            uri: value.as_bytes(),
+            params: b"",
+        };
+        if marker_reason(&address, Some(&uri), trunk, true).is_some() {
+            return Err(NormaliseError::Invalid);
+        }
         normalise_uri(&uri, trunk)
+    } else if is_empty_number(value.as_bytes()) {
+        return Err(NormaliseError::Invalid);
     } else {
         percent_decode(value.as_bytes()).and_then(|user| number(&user, None, trunk))
     };
