@@ -251,13 +251,14 @@ fn national(digits: &str, trunk: &TrunkPolicy) -> Result<Normalised, Malformed> 
 
 /// Builds `+<code><rest>` for a number that started with the national prefix. When the trunk
 /// names a region, the library's parse with that region is preferred, because some regions
-/// change more than the prefix (carrier codes, mobile tokens).
+/// change more than the prefix (carrier codes, mobile tokens), and because the library also
+/// recognises international prefixes that only a pattern describes, such as Brazil's `00xx`
+/// carrier selection. Such a number keeps its own country code.
 fn with_country_code(digits: &str, rest: &str, code: u16, trunk: &TrunkPolicy) -> String {
     let parsed = trunk
         .numbering
         .region
-        .and_then(|region| phonenumber::parse(Some(region), digits).ok())
-        .filter(|p| p.code().value() == code);
+        .and_then(|region| phonenumber::parse(Some(region), digits).ok());
     match parsed {
         Some(p) => p.format().mode(Mode::E164).to_string(),
         None => format!("+{code}{rest}"),

@@ -135,6 +135,16 @@ fn n7_international_prefix() {
         canonical("sip:0114930123456@c", &us_trunk()).as_deref(),
         Some("+4930123456")
     );
+    let australia = trunk_from_toml("[[trunks]]\nid = \"au\"\nregion = \"AU\"\n");
+    assert_eq!(
+        canonical("sip:00114930123456@c", &australia).as_deref(),
+        Some("+4930123456")
+    );
+    let brazil = trunk_from_toml("[[trunks]]\nid = \"br\"\nregion = \"BR\"\n");
+    assert_eq!(
+        canonical("sip:00214930123456@c", &brazil).as_deref(),
+        Some("+4930123456")
+    );
     // The country code is never added on top of an international prefix.
     assert_eq!(
         canonical("sip:0044201234567@c", &de_trunk()).as_deref(),

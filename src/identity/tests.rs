@@ -369,7 +369,7 @@ fn anonymous_users_are_configurable() {
 }
 
 #[test]
-fn anonymous_from_wins_over_trusted_pai_marker_check() {
+fn trusted_pai_marker_is_anonymous() {
     let headers = [
         ("P-Asserted-Identity", "<sip:anonymous@anonymous.invalid>"),
         FROM_NUMBER,

@@ -55,10 +55,14 @@ impl Numbering {
                 .filter(|p| is_digits(p))
                 .map(str::to_owned)
         });
+        // The metadata's international prefix is a pattern; it is used when it is plain digits,
+        // else the preferred prefix is (Australia: pattern `001[14-689]|...`, preferred `0011`).
         let international_prefix = trunk.international_prefix.clone().or_else(|| {
-            metadata
-                .and_then(|m| m.international_prefix())
-                .map(|r| r.as_str().trim())
+            let metadata = metadata?;
+            let pattern = metadata.international_prefix().map(|r| r.as_str().trim());
+            pattern
+                .filter(|p| is_digits(p))
+                .or(metadata.preferred_international_prefix())
                 .filter(|p| is_digits(p))
                 .map(str::to_owned)
         });
