@@ -94,3 +94,18 @@ request_uri_users = ["100"]
         assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
     }
 }
+
+#[test]
+fn documented_trunk_example_parses() {
+    let start = DEFAULT_CONFIG
+        .find("# [[trunks]]")
+        .expect("the default config documents a trunk");
+    let example: String = DEFAULT_CONFIG[start..]
+        .lines()
+        .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::parse(&example, "trunk example").unwrap();
+    assert_eq!(config.trunks.len(), 1);
+    assert_eq!(config.trunks[0].country_code, Some(49));
+}
