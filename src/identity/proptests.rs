@@ -108,4 +108,24 @@ proptest! {
         let other_key = ReleaseKey::derive(&[key_byte; 32], "k1", &release_a).unwrap();
         prop_assert_ne!(key.sessionid(&number_a), other_key.sessionid(&number_a));
     }
+
+    #[test]
+    fn derive_accepts_any_bytes(
+        from in proptest::collection::vec(any::<u8>(), 0..64),
+        pai in proptest::collection::vec(any::<u8>(), 0..64),
+        rpid in "[<>\"; ,=a-z:+0-9@%]{0,40}",
+        privacy in "[; ,a-zA-Z\r\n\t\"]{0,20}",
+    ) {
+        let input = IdentityInput {
+            from: Some(&from),
+            pai: vec![&pai, b"<tel:+4930123456>"],
+            rpid: vec![rpid.as_bytes()],
+            privacy: vec![privacy.as_bytes()],
+            ppi: Vec::new(),
+        };
+        for trunk in [de_trunk(), TrunkPolicy::default()] {
+            let identity = derive(&input, &trunk);
+            prop_assert_eq!(identity.anonymous, identity.callerid.is_none());
+        }
+    }
 }
