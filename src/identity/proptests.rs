@@ -1,5 +1,6 @@
-//! Property tests: normalisation is idempotent, and every written form of one German number
-//! yields the same callerid and sessionid.
+//! Property tests: normalisation is idempotent, every written form of one German number yields
+//! the same callerid and sessionid, different inputs yield different sessionids, and derivation
+//! accepts arbitrary header bytes.
 
 use proptest::prelude::*;
 
@@ -14,7 +15,7 @@ fn canonical(uri: &str, trunk: &TrunkPolicy) -> Option<String> {
     normalise_uri(&uri, trunk).ok().map(|n| n.callerid)
 }
 
-/// A German number as area code (without the 0) and subscriber number.
+/// Generates a German number as area code (without the 0) and subscriber number.
 fn german_number() -> impl Strategy<Value = (String, String)> {
     ("[2-9][0-9]{1,3}", "[1-9][0-9]{3,6}")
 }

@@ -31,7 +31,7 @@ pub struct Release {
     instance_id: String,
     tenant: String,
     key: ReleaseKey,
-    /// Keys derived from the tenant's retired keys, newest first as configured.
+    /// Keys derived from the tenant's retired keys, in configuration order.
     previous: Vec<ReleaseKey>,
 }
 
@@ -130,8 +130,39 @@ impl KeyRing {
         })
     }
 
+    /// Loads the keys of one release only, creating no file. Returns `None` when no release has
+    /// this instance id. A missing key of another tenant does not matter here.
+    pub fn load_release(
+        config: &Config,
+        instance_id: &str,
+    ) -> Result<Option<Release>, KeyLoadError> {
+        let Some(release) = config
+            .releases
+            .iter()
+            .find(|r| r.instance_id == instance_id)
+        else {
+            return Ok(None);
+        };
+        let tenant = config
+            .tenants
+            .iter()
+            .find(|t| t.name == release.tenant)
+            .ok_or_else(|| KeyLoadError::UnknownTenant {
+                tenant: release.tenant.clone(),
+            })?;
+        let current = load_key(tenant, &config.data_dir)?;
+        let keys = HashMap::from([(tenant.name.clone(), tenant_keys(tenant, current)?)]);
+
+        let single = Config {
+            releases: vec![release.clone()],
+            ..config.clone()
+        };
+        let mut ring = Self::from_tenant_keys(&single, &keys)?;
+        Ok(ring.releases.pop())
+    }
+
     /// Loads every tenant's keys from key_file, key_env or the generated key file, creating no
-    /// file. For commands that must not create a key, such as `session-id`.
+    /// file.
     pub fn load(config: &Config) -> Result<Self, KeyLoadError> {
         let mut keys = HashMap::new();
         for tenant in &config.tenants {

@@ -272,6 +272,16 @@ fn session_id_command_normalises_number() {
 }
 
 #[test]
+fn session_id_command_needs_only_its_tenant_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    std::fs::remove_file(dir.path().join("b.key")).unwrap();
+    let id = session_id_command(&config, "beta", "+4930123456", None).unwrap();
+    assert_eq!(id, KNOWN_ANSWERS[2].3);
+    assert!(session_id_command(&config, "gamma", "+4930123456", None).is_err());
+}
+
+#[test]
 fn session_id_command_errors() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());

@@ -42,9 +42,7 @@ pub fn session_id_command(
     };
     let callerid = normalise_number(number, policy).map_err(|_| SessionIdError::InvalidNumber)?;
 
-    let ring = KeyRing::load(config)?;
-    let release = ring
-        .release_by_id(instance)
+    let release = KeyRing::load_release(config, instance)?
         .ok_or_else(|| SessionIdError::UnknownRelease(instance.to_owned()))?;
     Ok(release.sessionid(&callerid))
 }
