@@ -13,7 +13,7 @@ use super::{AnonReason, Assurance, Identity, IdentityFlags, IdentityInput, Ident
 
 /// Derives the identity of one INVITE.
 ///
-/// The call is anonymous when any Privacy line asks for `id`, `user` or `header` or cannot be
+/// The call is anonymous when any Privacy line requests `id`, `user` or `header` or cannot be
 /// parsed, when the caller's RPID has `privacy=full` or `privacy=uri`, when From or the chosen
 /// source is an anonymous marker, or when no source yields a valid identity. PAI and RPID count
 /// only from a trusted peer of a trunk that honours them. PPI never counts.

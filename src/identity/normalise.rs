@@ -26,7 +26,7 @@ const MIN_GLOBAL_DIGITS: usize = 7;
 /// Global numbers at least this long are taken as written, without the phonenumber library.
 const FAST_PATH_MIN_DIGITS: usize = 8;
 
-/// Longest digit string kept in `local:` form: 15 E.164 digits behind a 4-digit international
+/// Maximum number of digits kept in `local:` form: 15 E.164 digits behind a 4-digit international
 /// prefix such as `0011`.
 const MAX_LOCAL_DIGITS: usize = 19;
 
@@ -186,7 +186,7 @@ fn global(candidate: &str) -> Result<String, Malformed> {
 
 /// Joins a local number and a global phone-context (RFC 3966 section 5.1.5). The library removes
 /// a national prefix that the local digits start with, as the context country's metadata
-/// defines it; when it cannot parse the pair, the digits are joined as written.
+/// defines it. When it cannot parse the pair, the digits are joined as written.
 fn with_global_context(digits: &str, context: &[u8]) -> Result<Normalised, Malformed> {
     let context = strip_separators(context);
     let context_digits = &context[1..];
@@ -249,11 +249,12 @@ fn national(digits: &str, trunk: &TrunkPolicy) -> Result<Normalised, Malformed> 
     local(digits, trunk)
 }
 
-/// Builds `+<code><rest>` for a number that started with the national prefix. When the trunk
-/// names a region, the library's parse with that region is preferred, because some regions
-/// change more than the prefix (carrier codes, mobile tokens), and because the library also
+/// Builds `+<code><rest>` for a number that started with the national prefix.
+///
+/// When the trunk names a region, the library's parse with that region wins, because some
+/// regions change more than the prefix (carrier codes, mobile tokens). The library also
 /// recognises international prefixes that only a pattern describes, such as Brazil's `00xx`
-/// carrier selection. Such a number keeps its own country code.
+/// carrier selection, and such a number keeps its own country code.
 fn with_country_code(digits: &str, rest: &str, code: u16, trunk: &TrunkPolicy) -> String {
     let parsed = trunk
         .numbering

@@ -4,7 +4,7 @@
 
 use super::header::unfold;
 
-/// What the Privacy lines of one request ask for.
+/// The privacy requested by all Privacy lines of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PrivacyRequest {
     /// `id`, `user` or `header` appeared, or a line was unparsable.

@@ -15,7 +15,7 @@ pub(super) fn trunk_from_toml(toml: &str) -> TrunkPolicy {
     TrunkPolicy::from_config(&config.trunks[0])
 }
 
-/// A trusted German trunk: region DE gives country code 49, national prefix 0 and
+/// Builds a trusted German trunk: region DE gives country code 49, national prefix 0 and
 /// international prefix 00.
 pub(super) fn de_trunk() -> TrunkPolicy {
     trunk_from_toml(
@@ -23,7 +23,7 @@ pub(super) fn de_trunk() -> TrunkPolicy {
     )
 }
 
-/// A trusted trunk without numbering settings.
+/// Builds a trusted trunk without numbering settings.
 pub(super) fn bare_trunk() -> TrunkPolicy {
     trunk_from_toml("[[trunks]]\nid = \"bare\"\n")
 }

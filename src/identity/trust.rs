@@ -23,7 +23,7 @@ pub const DEFAULT_ANONYMOUS_USERS: [&str; 6] = [
     "unknown",
 ];
 
-/// How a trunk writes numbers that are not in `+` form.
+/// Numbering settings for the numbers a trunk writes without `+`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Numbering {
     /// Country calling code used to globalise national numbers, for example 49.

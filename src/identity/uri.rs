@@ -25,7 +25,7 @@ pub(crate) struct Uri<'a> {
 }
 
 impl<'a> Uri<'a> {
-    /// True when the URI says its user part is a telephone number: any tel URI, or a sip URI
+    /// True when the URI declares its user part a telephone number: any tel URI, or a sip URI
     /// with `user=phone`.
     pub fn is_phone(&self) -> bool {
         match self.scheme {
