@@ -35,12 +35,16 @@ pub fn derive(input: &IdentityInput<'_>, trunk: &TrunkPolicy) -> Identity {
     let rpid = calling_rpid(&rpid_lines);
     let rpid_uri = rpid.as_ref().and_then(|r| parse_uri(r.uri).ok());
 
-    // Anonymity rules that hold whichever source is chosen, and whichever peer sent them.
+    // Anonymity rules that hold whichever source is chosen, and whichever peer sent them. Every
+    // caller RPID counts for privacy, not only the first.
     let mut reason = privacy.withheld.then_some(AnonReason::Withheld);
+    let rpid_withheld = addresses(&rpid_lines)
+        .filter(is_calling)
+        .any(|r| rpid_privacy(param(r.params, "privacy")) == RpidPrivacy::Withheld);
+    if rpid_withheld {
+        reason = reason.or(Some(AnonReason::Withheld));
+    }
     if let Some(r) = &rpid {
-        if rpid_privacy(param(r.params, "privacy")) == RpidPrivacy::Withheld {
-            reason = reason.or(Some(AnonReason::Withheld));
-        }
         reason = reason.or_else(|| marker_reason(r, rpid_uri.as_ref(), trunk, false));
     }
     if let Some(f) = &from {
@@ -127,8 +131,11 @@ fn addresses<'a>(lines: &'a [Cow<'a, [u8]>]) -> impl Iterator<Item = NameAddr<'a
 /// NOTE: a malformed RPID value is skipped, so a `privacy=full` inside it is not seen. Only the
 /// Privacy header fails closed on syntax errors.
 fn calling_rpid<'a>(lines: &'a [Cow<'a, [u8]>]) -> Option<NameAddr<'a>> {
-    addresses(lines)
-        .find(|rpid| param(rpid.params, "party").is_none_or(|p| p.eq_ignore_ascii_case(b"calling")))
+    addresses(lines).find(is_calling)
+}
+
+fn is_calling(rpid: &NameAddr<'_>) -> bool {
+    param(rpid.params, "party").is_none_or(|p| p.eq_ignore_ascii_case(b"calling"))
 }
 
 /// Chooses among the trusted PAI values: a valid tel value first, then a sip value whose user is

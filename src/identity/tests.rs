@@ -406,6 +406,21 @@ fn local_form_is_flagged() {
 }
 
 #[test]
+fn any_caller_rpid_can_withhold() {
+    let headers = [
+        (
+            "Remote-Party-ID",
+            "<sip:+4930123456@c>;party=calling;screen=yes;privacy=off",
+        ),
+        ("Remote-Party-ID", "<sip:+4930123456@c>;privacy=uri"),
+        FROM_NUMBER,
+    ];
+    let identity = derive_headers(&headers, &de_trunk());
+    assert!(identity.anonymous);
+    assert_eq!(identity.anon_reason, R::Withheld);
+}
+
+#[test]
 fn called_party_rpid_is_ignored() {
     let headers = [
         (
