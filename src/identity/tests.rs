@@ -443,3 +443,51 @@ fn debug_output_hides_callerid_and_headers() {
     assert!(!printed.contains("30123456"), "{printed}");
     assert!(!printed.contains("Jane"), "{printed}");
 }
+
+#[test]
+fn trust_map_classifies_by_address() {
+    let config = Config::parse(
+        r#"
+[[trunks]]
+id = "first"
+trusted_cidrs = ["192.0.2.0/24", "2001:db8::/32"]
+
+[[trunks]]
+id = "second"
+trusted_cidrs = ["192.0.2.128/25", "198.51.100.7/32"]
+"#,
+        "test",
+    )
+    .unwrap();
+    let map = TrustMap::from_config(&config);
+    let classify = |ip: &str| map.classify(ip.parse().unwrap());
+
+    assert_eq!(classify("192.0.2.200").id, "first");
+    assert!(classify("192.0.2.200").trusted);
+    assert_eq!(classify("198.51.100.7").id, "second");
+    assert_eq!(classify("::ffff:198.51.100.7").id, "second");
+    assert_eq!(classify("2001:db8::1").id, "first");
+
+    let outsider = classify("203.0.113.9");
+    assert_eq!(outsider.id, UNTRUSTED_TRUNK_ID);
+    assert!(!outsider.trusted);
+    assert!(std::ptr::eq(outsider, map.untrusted()));
+    assert_eq!(map.by_id("second").map(|t| t.id.as_str()), Some("second"));
+    assert!(map.by_id("third").is_none());
+}
+
+#[test]
+fn region_fills_numbering_defaults() {
+    let de = de_trunk();
+    assert_eq!(de.numbering.country_code, Some(49));
+    assert_eq!(de.numbering.national_prefix.as_deref(), Some("0"));
+    assert_eq!(de.numbering.international_prefix.as_deref(), Some("00"));
+
+    let us = us_trunk();
+    assert_eq!(us.numbering.country_code, Some(1));
+    assert_eq!(us.numbering.national_prefix.as_deref(), Some("1"));
+    assert_eq!(us.numbering.international_prefix.as_deref(), Some("011"));
+
+    let bare = bare_trunk();
+    assert_eq!(bare.numbering, Numbering::default());
+}
