@@ -167,7 +167,15 @@ fn create_key_file(
         path: path.to_owned(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(create_error)?;
+    // A folder created here is private to the service user; an existing one keeps its mode.
+    let mut folder = std::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        folder.mode(0o700);
+    }
+    folder.create(data_dir).map_err(create_error)?;
 
     let mut key = Zeroizing::new(vec![0u8; GENERATED_KEY_BYTES]);
     rand::rng().fill_bytes(&mut key);

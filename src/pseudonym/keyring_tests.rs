@@ -226,6 +226,11 @@ fn generated_key_created_once_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let folder_mode = std::fs::metadata(&config.data_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(folder_mode & 0o077, 0);
     }
 
     let (ring, created) = KeyRing::load_or_create(&config).unwrap();
