@@ -150,6 +150,8 @@ pub struct TrustMap {
 }
 
 impl TrustMap {
+    /// Builds the map from the `[[trunks]]` section. Where networks of several trunks overlap,
+    /// the trunk listed first wins.
     pub fn from_config(config: &Config) -> Self {
         let trunks: Vec<TrunkPolicy> = config.trunks.iter().map(TrunkPolicy::from_config).collect();
         let networks = config
