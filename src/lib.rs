@@ -5,3 +5,5 @@ pub mod config;
 pub mod identity;
 pub mod message;
 pub mod pseudonym;
+
+pub use pseudonym::session_id_command;

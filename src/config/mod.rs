@@ -226,6 +226,20 @@ pub struct TenantConfig {
     pub key_file: Option<PathBuf>,
     /// Environment variable holding the secret key as hex.
     pub key_env: Option<String>,
+    /// Retired keys, still used to find the sessionids computed under them during a rotation.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// A retired tenant key, identified by the key id it wrote into sessionids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    pub key_id: String,
+    /// File holding the key as hex.
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key as hex.
+    pub key_env: Option<String>,
 }
 
 /// A release: an instance id whose callers share sessionids.
@@ -234,16 +248,47 @@ pub struct TenantConfig {
 pub struct ReleaseConfig {
     pub instance_id: String,
     pub tenant: String,
+    /// Request-URI user parts (dialled numbers) that select this release, compared exactly.
+    /// Calls matching no release go to the first release.
+    #[serde(default)]
+    pub request_uri_users: Vec<String>,
 }
 
 /// A trunk: transport peers that share trust and numbering settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
+    /// Stable, non-secret label; appears in `local:<digits>@<id>` callerids.
     pub id: String,
     /// Source address ranges of the trunk's peers.
     #[serde(default)]
     pub trusted_cidrs: Vec<ipnet::IpNet>,
+    /// Whether P-Asserted-Identity and Remote-Party-ID from these peers are used as callerid.
+    #[serde(default = "enabled")]
+    pub trusted_identity_headers: bool,
+    /// Country calling code for national numbers, for example 49. Defaults to the region's.
+    pub country_code: Option<u16>,
+    /// ISO 3166 region whose numbering plan applies, for example "DE".
+    pub region: Option<String>,
+    /// Digits that start a national number, for example "0". Defaults to the region's.
+    pub national_prefix: Option<String>,
+    /// Digits that start an international number, for example "00" or "011". Defaults to the
+    /// region's.
+    pub international_prefix: Option<String>,
+    /// From user parts that mark a call as anonymous, compared without case. Unset means
+    /// anonymous, restricted, private, withheld, unavailable and unknown.
+    pub anonymous_users: Option<Vec<String>>,
+    /// Whether a display name "Anonymous" alone marks a call as anonymous.
+    #[serde(default = "enabled")]
+    pub anonymous_display_name: bool,
+    /// Whether P-Asserted-Identity and Remote-Party-ID are removed from anonymous calls before
+    /// forwarding.
+    #[serde(default = "enabled")]
+    pub strip_identity_when_anonymous: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 fn default_data_dir() -> PathBuf {
@@ -256,6 +301,7 @@ fn default_tenants() -> Vec<TenantConfig> {
         key_id: "k1".into(),
         key_file: None,
         key_env: None,
+        previous_keys: Vec::new(),
     }]
 }
 
@@ -263,6 +309,7 @@ fn default_releases() -> Vec<ReleaseConfig> {
     vec![ReleaseConfig {
         instance_id: "default".into(),
         tenant: "default".into(),
+        request_uri_users: Vec::new(),
     }]
 }
 
@@ -323,3 +370,6 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,8 +2,9 @@
 //! an operator sees them all at once.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
-use super::Config;
+use super::{Config, TrunkConfig};
 
 /// One problem in a configuration, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,14 +110,16 @@ impl Config {
 
         let mut tenants = HashSet::new();
         for (i, tenant) in self.tenants.iter().enumerate() {
-            if tenant.name.is_empty() {
-                add(format!("tenants[{i}].name"), "must not be empty");
+            if !is_label(&tenant.name) {
+                // The name becomes part of the generated key file name.
+                add(
+                    format!("tenants[{i}].name"),
+                    "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+                );
             } else if !tenants.insert(tenant.name.as_str()) {
                 add(format!("tenants[{i}].name"), "is defined twice");
             }
-            let id_ok = (1..=16).contains(&tenant.key_id.len())
-                && tenant.key_id.bytes().all(|b| b.is_ascii_alphanumeric());
-            if !id_ok {
+            if !is_key_id(&tenant.key_id) {
                 add(
                     format!("tenants[{i}].key_id"),
                     "must be 1 to 16 ASCII letters or digits",
@@ -128,11 +131,33 @@ impl Config {
                     "set key_file or key_env, not both",
                 );
             }
+            let mut key_ids = HashSet::from([tenant.key_id.as_str()]);
+            for (j, previous) in tenant.previous_keys.iter().enumerate() {
+                let key = format!("tenants[{i}].previous_keys[{j}]");
+                if !is_key_id(&previous.key_id) {
+                    add(
+                        format!("{key}.key_id"),
+                        "must be 1 to 16 ASCII letters or digits",
+                    );
+                } else if !key_ids.insert(previous.key_id.as_str()) {
+                    add(
+                        format!("{key}.key_id"),
+                        "is already used by another key of this tenant",
+                    );
+                }
+                if previous.key_file.is_some() == previous.key_env.is_some() {
+                    add(
+                        format!("{key}.key_file"),
+                        "set exactly one of key_file or key_env",
+                    );
+                }
+            }
         }
         if self.releases.is_empty() {
             add("releases".into(), "at least one release is required");
         }
         let mut instances = HashSet::new();
+        let mut selectors = HashSet::new();
         for (i, release) in self.releases.iter().enumerate() {
             if release.instance_id.is_empty() {
                 add(format!("releases[{i}].instance_id"), "must not be empty");
@@ -145,15 +170,128 @@ impl Config {
                     "names no tenant in [[tenants]]",
                 );
             }
+            for (j, user) in release.request_uri_users.iter().enumerate() {
+                if user.is_empty() || user.bytes().any(|b| b.is_ascii_whitespace()) {
+                    add(
+                        format!("releases[{i}].request_uri_users[{j}]"),
+                        "must be a non-empty Request-URI user without spaces",
+                    );
+                } else if !selectors.insert(user.as_str()) {
+                    add(
+                        format!("releases[{i}].request_uri_users[{j}]"),
+                        "already selects another release",
+                    );
+                }
+            }
         }
         let mut trunks = HashSet::new();
         for (i, trunk) in self.trunks.iter().enumerate() {
-            if trunk.id.is_empty() || !trunks.insert(trunk.id.as_str()) {
-                add(format!("trunks[{i}].id"), "must be non-empty and unique");
+            if !is_label(&trunk.id) {
+                add(
+                    format!("trunks[{i}].id"),
+                    "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+                );
+            } else if !trunks.insert(trunk.id.as_str()) {
+                add(format!("trunks[{i}].id"), "is defined twice");
+            }
+            for problem in trunk_numbering_problems(trunk) {
+                add(format!("trunks[{i}].{}", problem.0), problem.1);
+            }
+            if let Some(users) = &trunk.anonymous_users {
+                for (j, user) in users.iter().enumerate() {
+                    if user.is_empty() || user.bytes().any(|b| b.is_ascii_whitespace()) {
+                        add(
+                            format!("trunks[{i}].anonymous_users[{j}]"),
+                            "must be a non-empty user part without spaces",
+                        );
+                    }
+                }
             }
         }
         out
     }
+}
+
+fn is_key_id(key_id: &str) -> bool {
+    (1..=16).contains(&key_id.len()) && key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// True for a name that can appear in a file name and in `local:<digits>@<trunk_id>` callerids:
+/// short, without `@`, `/`, spaces or separators.
+fn is_label(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn is_prefix_digits(prefix: &str) -> bool {
+    (1..=4).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks the numbering settings of one trunk; returns (field, message) pairs.
+fn trunk_numbering_problems(trunk: &TrunkConfig) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    let database = &*phonenumber::metadata::DATABASE;
+
+    let region = trunk.region.as_deref().map(|r| {
+        phonenumber::country::Id::from_str(&r.to_ascii_uppercase())
+            .ok()
+            .and_then(|id| database.by_id(id.as_ref()))
+    });
+    if let Some(None) = region {
+        out.push((
+            "region",
+            "is not a region known to libphonenumber (use an ISO 3166 code such as \"DE\")",
+        ));
+    }
+    if let Some(code) = trunk.country_code {
+        if database.by_code(&code).is_none() {
+            out.push(("country_code", "is not a known country calling code"));
+        } else if let Some(Some(metadata)) = region {
+            if metadata.country_code() != code {
+                out.push(("country_code", "does not match the country code of region"));
+            }
+        }
+    }
+
+    let national = trunk.national_prefix.as_deref();
+    let international = trunk.international_prefix.as_deref();
+    if national.is_some_and(|p| !is_prefix_digits(p)) {
+        out.push(("national_prefix", "must be 1 to 4 digits"));
+    }
+    if international.is_some_and(|p| !is_prefix_digits(p)) {
+        out.push(("international_prefix", "must be 1 to 4 digits"));
+    }
+    // The region's international prefix applies when none is configured.
+    let region_international = region
+        .flatten()
+        .and_then(|m| m.international_prefix())
+        .map(|r| r.as_str().trim().to_owned());
+    let international = international.or(region_international.as_deref());
+    if let (Some(n), Some(i)) = (national, international) {
+        if n.starts_with(i) {
+            out.push((
+                "national_prefix",
+                "must not start with international_prefix, or no number would be national",
+            ));
+        }
+    }
+
+    // Without a region, the explicit settings must be complete enough that a national number
+    // is never mistaken for an international one or globalised into an unknown country.
+    if trunk.region.is_none() {
+        if national.is_some() && trunk.country_code.is_none() {
+            out.push(("national_prefix", "needs country_code or region"));
+        }
+        if national.is_some() && international.is_none() {
+            out.push((
+                "international_prefix",
+                "must be set when national_prefix is set",
+            ));
+        }
+    }
+    out
 }
 
 /// Returns true for an RFC 3261 `token`, the grammar of a header name.

@@ -3,11 +3,30 @@
 //!
 //! This module does no I/O. The proxy core collects the raw header values (every line of each
 //! header, folded lines included) and the sender's trunk policy, and calls [`derive`].
+//!
+//! Nothing here prints a callerid, a header value or a display name: the types that hold them
+//! implement `Debug` by hand with a redaction.
+
+mod decide;
+mod header;
+mod markers;
+mod normalise;
+mod privacy;
+mod trust;
+mod uri;
 
 use serde::Deserialize;
 
+pub use decide::derive;
+pub use header::{identity_header, IdentityHeader};
+pub use normalise::{normalise_number, warm_up, NormaliseError, NORMALISER_VERSION};
+pub use trust::{Numbering, TrunkPolicy, TrustMap, DEFAULT_ANONYMOUS_USERS, UNTRUSTED_TRUNK_ID};
+
 /// Raw values of the headers that identity derivation reads, as received.
-#[derive(Debug, Default, Clone)]
+///
+/// Each value is the bytes after the colon of one header line, and may contain folded
+/// continuation lines (CRLF followed by spaces or tabs).
+#[derive(Default, Clone)]
 pub struct IdentityInput<'a> {
     /// The From header value (full or compact name), if present.
     pub from: Option<&'a [u8]>,
@@ -17,6 +36,41 @@ pub struct IdentityInput<'a> {
     pub rpid: Vec<&'a [u8]>,
     /// Every Privacy line, in order.
     pub privacy: Vec<&'a [u8]>,
+    /// Every P-Preferred-Identity line, in order. Never a callerid source; only its presence
+    /// is reported so the proxy can remove it.
+    pub ppi: Vec<&'a [u8]>,
+}
+
+impl std::fmt::Debug for IdentityInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityInput")
+            .field("from", &self.from.map(|_| "<redacted>"))
+            .field("pai_lines", &self.pai.len())
+            .field("rpid_lines", &self.rpid.len())
+            .field("privacy_lines", &self.privacy.len())
+            .field("ppi_lines", &self.ppi.len())
+            .finish()
+    }
+}
+
+impl<'a> IdentityInput<'a> {
+    /// Adds one header line if it is an identity header; returns whether it was one.
+    ///
+    /// A second From line is ignored: RFC 3261 allows one, and the first is the one the proxy
+    /// forwards.
+    pub fn add_header(&mut self, name: &[u8], value: &'a [u8]) -> bool {
+        match identity_header(name) {
+            Some(IdentityHeader::From) => {
+                self.from.get_or_insert(value);
+            }
+            Some(IdentityHeader::PAssertedIdentity) => self.pai.push(value),
+            Some(IdentityHeader::PPreferredIdentity) => self.ppi.push(value),
+            Some(IdentityHeader::RemotePartyId) => self.rpid.push(value),
+            Some(IdentityHeader::Privacy) => self.privacy.push(value),
+            None => return false,
+        }
+        true
+    }
 }
 
 /// Where the callerid came from. Safe to log and to use as a metric label.
@@ -80,87 +134,69 @@ impl AnonReason {
     }
 }
 
+/// Events seen while deriving one identity, for the metrics module to count. None of them
+/// carries a header value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityFlags {
+    /// An untrusted peer sent P-Asserted-Identity; it was ignored.
+    pub pai_untrusted_ignored: bool,
+    /// An untrusted peer sent Remote-Party-ID; it was ignored.
+    pub rpid_untrusted_ignored: bool,
+    /// Two trusted P-Asserted-Identity values name different numbers; the tel value won.
+    pub pai_value_mismatch: bool,
+    /// A trusted P-Asserted-Identity was present but no value of it was usable.
+    pub pai_invalid: bool,
+    /// The callerid is a trunk-scoped `local:` form because the number could not be globalised.
+    pub callerid_local_form: bool,
+    /// A Privacy line could not be parsed, so the call was treated as anonymous.
+    pub privacy_unparsable: bool,
+    /// A Privacy line carried a token that is not defined by RFC 3323 or RFC 3325.
+    pub privacy_unknown_token: bool,
+    /// A trusted peer reported a passed STIR/SHAKEN verification through `verstat`.
+    pub verstat_passed: bool,
+}
+
 /// The per-call identity. `callerid` is `None` whenever `anonymous` is true.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `assurance` is `Low` on anonymous calls, where the identity rules assign no level.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     pub callerid: Option<String>,
     pub anonymous: bool,
     pub anon_reason: AnonReason,
     pub source: IdentitySource,
     pub assurance: Assurance,
+    /// Remove every P-Asserted-Identity line before forwarding.
+    pub strip_pai: bool,
+    /// Remove every Remote-Party-ID line before forwarding.
+    pub strip_rpid: bool,
+    /// Remove every P-Preferred-Identity line before forwarding. True whenever one is present:
+    /// PPI is a hint from the user agent to the first proxy and has no meaning past it.
+    pub strip_ppi: bool,
+    pub flags: IdentityFlags,
 }
 
-/// What the proxy knows of the sender: whether it is a trusted peer and its trunk settings.
-#[derive(Debug, Clone, Default)]
-pub struct TrunkPolicy {
-    /// Stable, non-secret trunk label.
-    pub id: String,
-    /// True when the transport peer is on this trunk's trusted address list.
-    pub trusted: bool,
-}
-
-/// Derives the identity of one INVITE.
-///
-/// NOTE: interim rule until the full identity rules land: callerid from P-Asserted-Identity of
-/// a trusted peer, else From; anonymous when Privacy carries `id` or the From user is
-/// `anonymous`. Numbers are taken as written, without E.164 normalisation.
-pub fn derive(input: &IdentityInput<'_>, trunk: &TrunkPolicy) -> Identity {
-    let withheld = input.privacy.iter().any(|line| {
-        line.split(|b| *b == b';' || *b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"id"))
-    });
-    let from_user = input.from.and_then(uri_user);
-    let from_anonymous = from_user.is_some_and(|u| u.eq_ignore_ascii_case(b"anonymous"));
-    if withheld || from_anonymous {
-        return anonymous(AnonReason::Withheld);
-    }
-    if trunk.trusted {
-        if let Some(user) = input.pai.first().and_then(|v| uri_user(v)) {
-            return known(user, IdentitySource::PaiSip, Assurance::High);
-        }
-    }
-    match from_user {
-        Some(user) if !user.is_empty() => {
-            let assurance = if trunk.trusted {
-                Assurance::Medium
-            } else {
-                Assurance::Low
-            };
-            known(user, IdentitySource::From, assurance)
-        }
-        _ => anonymous(AnonReason::Unavailable),
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("callerid", &self.callerid.as_ref().map(|_| "<redacted>"))
+            .field("anonymous", &self.anonymous)
+            .field("anon_reason", &self.anon_reason)
+            .field("source", &self.source)
+            .field("assurance", &self.assurance)
+            .field("strip_pai", &self.strip_pai)
+            .field("strip_rpid", &self.strip_rpid)
+            .field("strip_ppi", &self.strip_ppi)
+            .field("flags", &self.flags)
+            .finish()
     }
 }
 
-fn anonymous(reason: AnonReason) -> Identity {
-    Identity {
-        callerid: None,
-        anonymous: true,
-        anon_reason: reason,
-        source: IdentitySource::None,
-        assurance: Assurance::Low,
-    }
-}
+#[cfg(test)]
+mod tests;
 
-fn known(user: &[u8], source: IdentitySource, assurance: Assurance) -> Identity {
-    Identity {
-        callerid: Some(String::from_utf8_lossy(user).into_owned()),
-        anonymous: false,
-        anon_reason: AnonReason::None,
-        source,
-        assurance,
-    }
-}
+#[cfg(test)]
+mod normalise_tests;
 
-/// Returns the user part of the first `sip:`, `sips:` or `tel:` URI in a header value.
-fn uri_user(value: &[u8]) -> Option<&[u8]> {
-    let start = memchr::memmem::find(value, b"sip:")
-        .map(|i| i + 4)
-        .or_else(|| memchr::memmem::find(value, b"tel:").map(|i| i + 4))?;
-    let rest = &value[start..];
-    let end = rest
-        .iter()
-        .position(|b| matches!(b, b'@' | b';' | b'>' | b' ' | b'\r' | b'\n'))
-        .unwrap_or(rest.len());
-    Some(&rest[..end])
-}
+#[cfg(test)]
+mod proptests;

@@ -11,6 +11,14 @@
 //! every phone number. The instance id is mixed in as HKDF info, never used as the key. Callids,
 //! conversation ids and the sessionids of anonymous calls are 128 random bits.
 
+mod keyfile;
+mod keyring;
+mod lookup;
+
+pub use keyfile::{generated_key_path, load_key, load_or_create_key, KeyLoadError};
+pub use keyring::{sessionids_all_keys, KeyRing, Release, TenantKeys};
+pub use lookup::{session_id_command, SessionIdError};
+
 use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -127,3 +135,6 @@ pub fn random_id(kind: IdKind) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod keyring_tests;

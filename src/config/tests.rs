@@ -1,0 +1,111 @@
+//! Validation of the trunk, tenant and release settings used by identity and pseudonyms.
+
+use super::*;
+
+/// Returns the keys of every problem in a configuration text.
+fn problem_keys(text: &str) -> Vec<String> {
+    match Config::parse(text, "test") {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid { problems, .. }) => problems.into_iter().map(|p| p.key).collect(),
+        Err(other) => panic!("expected validation problems, got {other}"),
+    }
+}
+
+#[test]
+fn trunk_numbering_accepted() {
+    let text = "[[trunks]]\nid = \"de\"\nregion = \"de\"\n\n[[trunks]]\nid = \"us.1\"\ncountry_code = 1\nnational_prefix = \"1\"\ninternational_prefix = \"011\"\n";
+    assert_eq!(problem_keys(text), Vec::<String>::new());
+}
+
+#[test]
+fn trunk_numbering_problems_reported() {
+    let cases = [
+        ("region = \"XX\"", "trunks[0].region"),
+        ("country_code = 999", "trunks[0].country_code"),
+        (
+            "region = \"DE\"\ncountry_code = 33",
+            "trunks[0].country_code",
+        ),
+        (
+            "region = \"DE\"\nnational_prefix = \"0a\"",
+            "trunks[0].national_prefix",
+        ),
+        (
+            "region = \"DE\"\ninternational_prefix = \"\"",
+            "trunks[0].international_prefix",
+        ),
+        (
+            "national_prefix = \"0\"\ninternational_prefix = \"00\"",
+            "trunks[0].national_prefix",
+        ),
+        (
+            "country_code = 49\nnational_prefix = \"0\"",
+            "trunks[0].international_prefix",
+        ),
+        (
+            "region = \"DE\"\nnational_prefix = \"00\"",
+            "trunks[0].national_prefix",
+        ),
+        ("anonymous_users = [\"\"]", "trunks[0].anonymous_users[0]"),
+    ];
+    for (settings, key) in cases {
+        let text = format!("[[trunks]]\nid = \"t\"\n{settings}\n");
+        let keys = problem_keys(&text);
+        assert!(keys.iter().any(|k| k == key), "{settings}: got {keys:?}");
+    }
+}
+
+#[test]
+fn trunk_ids_must_be_labels() {
+    for id in ["", "a@b", "a b", "x/y"] {
+        let keys = problem_keys(&format!("[[trunks]]\nid = \"{id}\"\n"));
+        assert_eq!(keys, ["trunks[0].id"], "id {id:?}");
+    }
+    let twice = problem_keys("[[trunks]]\nid = \"t\"\n[[trunks]]\nid = \"t\"\n");
+    assert_eq!(twice, ["trunks[1].id"]);
+}
+
+#[test]
+fn tenant_and_release_problems_reported() {
+    let text = r#"
+[[tenants]]
+name = "../x"
+key_id = "k1"
+previous_keys = [{ key_id = "k1", key_file = "a" }, { key_id = "k0" }]
+
+[[releases]]
+instance_id = "a"
+tenant = "../x"
+request_uri_users = ["100", ""]
+
+[[releases]]
+instance_id = "b"
+tenant = "../x"
+request_uri_users = ["100"]
+"#;
+    let keys = problem_keys(text);
+    for key in [
+        "tenants[0].name",
+        "tenants[0].previous_keys[0].key_id",
+        "tenants[0].previous_keys[1].key_file",
+        "releases[0].request_uri_users[1]",
+        "releases[1].request_uri_users[0]",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn documented_trunk_example_parses() {
+    let start = DEFAULT_CONFIG
+        .find("# [[trunks]]")
+        .expect("the default config documents a trunk");
+    let example: String = DEFAULT_CONFIG[start..]
+        .lines()
+        .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::parse(&example, "trunk example").unwrap();
+    assert_eq!(config.trunks.len(), 1);
+    assert_eq!(config.trunks[0].country_code, Some(49));
+}
