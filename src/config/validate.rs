@@ -152,6 +152,7 @@ impl Config {
                 add(format!("trunks[{i}].id"), "must be non-empty and unique");
             }
         }
+        out.extend(self.store.problems());
         out
     }
 }
