@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) mod codec;
 mod config;
-mod embedded;
+pub(crate) mod embedded;
 mod redis;
 mod sweeper;
 mod validate;
 
 pub use config::{StoreBackend, StoreConfig};
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, FILE_NAME as EMBEDDED_FILE_NAME};
 pub use redis::RedisStore;
 pub use sweeper::spawn_sweeper;
 pub use validate::{validate_conversationid, validate_sessionid, validate_variable_name};

@@ -22,7 +22,10 @@ use super::{
 };
 
 mod scrub;
-mod tables;
+
+#[cfg(test)]
+pub(in crate::store) use scrub::is_pending as scrub_pending;
+pub(in crate::store) mod tables;
 mod writer;
 
 use tables::{backend, OwnedTouch};
@@ -137,8 +140,8 @@ impl EmbeddedStore {
             let variables = txn.open_table(tables::VARIABLES).map_err(backend)?;
             let sessions = txn.open_table(tables::SESSIONS).map_err(backend)?;
             let mut latest: BTreeMap<String, UnixMillis> = BTreeMap::new();
-            // NOTE: a full scan of the variables table; fine for a periodic sweep of up to a
-            // few million variables, but an activity index would be needed beyond that.
+            // NOTE: each sweep scans the whole variables table, so its cost grows with the
+            // number of variables. It has not been measured on large stores.
             for entry in variables.iter().map_err(backend)? {
                 let (key, value) = entry.map_err(backend)?;
                 let variable = codec::decode_variable(value.value())?;
