@@ -33,6 +33,7 @@ fn store_section_problems() {
         ("backend = \"redis\"", "store.redis_urls"),
         ("backend = \"redis-cluster\"", "store.redis_urls"),
         ("redis_urls = [\"http://x\"]", "store.redis_urls[0]"),
+        ("redis_urls = [\"rediss://x\"]", "store.redis_urls[0]"),
         ("redis_key_prefix = \"a b\"", "store.redis_key_prefix"),
         (
             "session_variable_retention_days = 0",

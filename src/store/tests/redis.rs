@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use super::redis_server::{self, Servers};
 use super::suite;
-use crate::store::{RedisStore, StoreBackend, StoreConfig};
+use crate::pseudonym::{random_id, IdKind};
+use crate::store::{
+    Conversation, Lifetime, RedisStore, SessionStore, SessionTouch, StoreBackend, StoreConfig,
+    Variable,
+};
 
 fn config(backend: StoreBackend, servers: &Servers) -> StoreConfig {
     StoreConfig {
@@ -24,8 +28,10 @@ async fn redis_single_node_suite() {
     let servers = Servers::single();
     let store = RedisStore::connect(&config(StoreBackend::Redis, &servers))
         .await
+        .map(Arc::new)
         .unwrap();
-    suite::run(Arc::new(store), "redis").await;
+    suite::run(store.clone(), "redis").await;
+    erase_leaves_no_keys(&store, &servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,6 +42,69 @@ async fn redis_cluster_suite() {
     let servers = Servers::cluster();
     let store = RedisStore::connect(&config(StoreBackend::RedisCluster, &servers))
         .await
+        .map(Arc::new)
         .unwrap();
-    suite::run(Arc::new(store), "redis-cluster").await;
+    suite::run(store.clone(), "redis-cluster").await;
+    erase_leaves_no_keys(&store, &servers).await;
+}
+
+/// Checks that after erasure no key name and no value on any node contains the sessionid, the
+/// conversationid or the variable's value.
+async fn erase_leaves_no_keys(store: &RedisStore, servers: &Servers) {
+    let sid = format!("k1_{}", random_id(IdKind::Call));
+    let alias = format!("k2_{}", random_id(IdKind::Call));
+    let secret = format!("secret-{}", random_id(IdKind::Call));
+    let now = crate::store::now_ms();
+    let touch = SessionTouch {
+        sessionid: &sid,
+        tenant: "erasure",
+        instance: "release-a",
+        key_id: "k1",
+        now,
+        other_calls_active: false,
+    };
+    store.touch_session(touch).await.unwrap();
+    for (name, lifetime) in [("s", Lifetime::Session), ("u", Lifetime::User)] {
+        let variable = Variable {
+            name: name.into(),
+            value: secret.clone(),
+            lifetime,
+            updated_at_ms: now,
+        };
+        store.put_variable(&sid, variable).await.unwrap();
+    }
+    let conversation = Conversation {
+        conversationid: random_id(IdKind::Conversation),
+        sessionid: sid.clone(),
+        tenant: "erasure".into(),
+        callid: random_id(IdKind::Call),
+        release: "release-a".into(),
+        started_at_ms: now,
+        answered_at_ms: None,
+        ended_at_ms: None,
+        final_status: None,
+        anonymous: false,
+        identity_source: "pai".into(),
+    };
+    store
+        .start_conversation(conversation.clone())
+        .await
+        .unwrap();
+    store.put_alias(&alias, &sid).await.unwrap();
+
+    // The checks can fail: before erasure the data is there.
+    assert!(!servers.keys_matching(&format!("*{sid}*")).is_empty());
+    assert!(servers.any_value_contains(&secret));
+
+    assert!(store.erase_session(&sid).await.unwrap());
+    for id in [&sid, &alias, &conversation.conversationid] {
+        let keys = servers.keys_matching(&format!("*{id}*"));
+        assert!(keys.is_empty(), "keys left: {keys:?}");
+    }
+    for needle in [&sid, &alias, &conversation.conversationid, &secret] {
+        assert!(
+            !servers.any_value_contains(needle),
+            "a value still contains {needle}"
+        );
+    }
 }

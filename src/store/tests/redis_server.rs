@@ -50,6 +50,37 @@ impl Servers {
             .collect()
     }
 
+    /// Returns the keys on every node that match a glob `pattern`.
+    pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for &port in &self.ports {
+            let output = cli(port, &["--scan", "--pattern", pattern]).expect("redis-cli runs");
+            keys.extend(output.lines().map(str::to_owned));
+        }
+        keys
+    }
+
+    /// Returns whether any node has a key whose value contains `needle`, checking every
+    /// string, hash and set.
+    pub fn any_value_contains(&self, needle: &str) -> bool {
+        for &port in &self.ports {
+            let keys = cli(port, &["--scan"]).expect("redis-cli runs");
+            for key in keys.lines() {
+                let kind = cli(port, &["type", key]).unwrap_or_default();
+                let dump = match kind.trim() {
+                    "string" => cli(port, &["get", key]),
+                    "hash" => cli(port, &["hgetall", key]),
+                    "set" => cli(port, &["smembers", key]),
+                    _ => None,
+                };
+                if dump.is_some_and(|text| text.contains(needle)) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Starts one standalone node.
     pub fn single() -> Self {
         let dir = tempfile::tempdir().unwrap();
