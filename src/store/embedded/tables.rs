@@ -299,7 +299,8 @@ pub fn erase_session(txn: &WriteTransaction, sessionid: &str) -> Result<bool, St
             .remove(pair(&session.tenant, sessionid).as_slice())
             .map_err(backend)?;
     }
-    delete_variables(txn, sessionid, None)?;
+    let variables = delete_variables(txn, sessionid, None)?;
+    let mut changed = removed.is_some() || variables > 0;
 
     let conversationids = {
         let by_session = txn.open_table(SESSION_CONVERSATIONS).map_err(backend)?;
@@ -308,16 +309,19 @@ pub fn erase_session(txn: &WriteTransaction, sessionid: &str) -> Result<bool, St
     for conversationid in &conversationids {
         delete_conversation(txn, conversationid)?;
     }
+    changed |= !conversationids.is_empty();
 
     let mut aliases = txn.open_table(ALIASES).map_err(backend)?;
     let mut targets = txn.open_table(ALIAS_TARGETS).map_err(backend)?;
     if let Some(original) = aliases.remove(sessionid.as_bytes()).map_err(backend)? {
+        changed = true;
         let original = String::from_utf8_lossy(original.value()).into_owned();
         targets
             .remove(pair(&original, sessionid).as_slice())
             .map_err(backend)?;
     }
     for alias in suffixes(&targets, sessionid)? {
+        changed = true;
         aliases.remove(alias.as_bytes()).map_err(backend)?;
         targets
             .remove(pair(sessionid, &alias).as_slice())
@@ -325,7 +329,10 @@ pub fn erase_session(txn: &WriteTransaction, sessionid: &str) -> Result<bool, St
     }
     drop((aliases, targets));
 
-    mark_scrub_pending(txn)?;
+    // Only a deletion leaves bytes behind, so erasing an unknown id costs no file rewrite.
+    if changed {
+        mark_scrub_pending(txn)?;
+    }
     Ok(removed.is_some())
 }
 
@@ -345,7 +352,9 @@ pub fn purge_tenant(txn: &WriteTransaction, tenant: &str) -> Result<u64, StoreEr
     for conversationid in &conversationids {
         delete_conversation(txn, conversationid)?;
     }
-    mark_scrub_pending(txn)?;
+    if !conversationids.is_empty() {
+        mark_scrub_pending(txn)?;
+    }
     Ok(sessionids.len() as u64)
 }
 

@@ -150,10 +150,20 @@ async fn crash_child() {
     }
 }
 
+/// Kills the child process if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn embedded_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "store::tests::embedded::crash_child",
@@ -165,8 +175,9 @@ async fn embedded_survives_kill_9() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
 
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut acked = Vec::new();
@@ -190,8 +201,8 @@ async fn embedded_survives_kill_9() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Child::kill sends SIGKILL on Unix: no destructor or flush runs in the child.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let acked = reader.join().unwrap();
     assert_eq!(
         acked.len(),
@@ -297,4 +308,18 @@ async fn open_store_from_config() {
     let sid = format!("k1_{}", random_id(IdKind::Call));
     assert!(!store.touch_session(touch(&sid, 1)).await.unwrap().returning);
     assert!(dir.path().join(crate::store::embedded::FILE_NAME).exists());
+}
+
+#[tokio::test]
+async fn erase_unknown_skips_rewrite() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), &config()).await.unwrap();
+    let inode_before = std::fs::metadata(store.path()).unwrap().ino();
+    let unknown = format!("k1_{}", random_id(IdKind::Call));
+    assert!(!store.erase_session(&unknown).await.unwrap());
+    assert_eq!(store.purge_tenant("nobody").await.unwrap(), 0);
+    let inode_after = std::fs::metadata(store.path()).unwrap().ino();
+    assert_eq!(inode_before, inode_after, "file rewritten for nothing");
 }
