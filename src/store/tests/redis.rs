@@ -32,6 +32,7 @@ async fn redis_single_node_suite() {
         .unwrap();
     suite::run(store.clone(), "redis").await;
     erase_leaves_no_keys(&store, &servers).await;
+    two_proxies_create_once(&config(StoreBackend::Redis, &servers)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +47,51 @@ async fn redis_cluster_suite() {
         .unwrap();
     suite::run(store.clone(), "redis-cluster").await;
     erase_leaves_no_keys(&store, &servers).await;
+    two_proxies_create_once(&config(StoreBackend::RedisCluster, &servers)).await;
+}
+
+/// Checks that two proxies, each with its own connection, touching one new sessionid at the
+/// same time create it once.
+async fn two_proxies_create_once(config: &StoreConfig) {
+    let first = Arc::new(RedisStore::connect(config).await.unwrap());
+    let second = Arc::new(RedisStore::connect(config).await.unwrap());
+    let sid = format!("k1_{}", random_id(IdKind::Call));
+    let mut tasks = Vec::new();
+    for i in 0..32u64 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let sid = sid.clone();
+        tasks.push(tokio::spawn(async move {
+            let touch = SessionTouch {
+                sessionid: &sid,
+                tenant: "parallel",
+                instance: "release-a",
+                key_id: "k1",
+                now: 1_000 + i,
+                other_calls_active: true,
+            };
+            store.touch_session(touch).await.unwrap().returning
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        if !task.await.unwrap() {
+            created += 1;
+        }
+    }
+    assert_eq!(
+        created, 1,
+        "exactly one of 32 parallel touches creates the session"
+    );
+    let session = first.session(&sid).await.unwrap().unwrap();
+    assert_eq!(session.call_count, 32);
+    assert_eq!(
+        session.last_seen_ms, 1_031,
+        "last_seen is the latest call's time"
+    );
 }
 
 /// Checks that after erasure no key name and no value on any node contains the sessionid, the

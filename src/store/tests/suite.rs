@@ -125,6 +125,11 @@ async fn parallel_touch_creates_once(store: Arc<dyn SessionStore>) {
     assert_eq!(created, 1, "exactly one parallel call creates the session");
     let session = store.session(&sid).await.unwrap().unwrap();
     assert_eq!(session.call_count, 16);
+    assert_eq!(
+        session.last_seen_ms,
+        T0 + 15,
+        "last_seen is the latest call's time"
+    );
 }
 
 async fn new_call_clears_session_variables(store: &dyn SessionStore) {
