@@ -31,6 +31,9 @@ pub struct Config {
     pub headers: HeaderNames,
     #[serde(default)]
     pub log: LogConfig,
+    /// The session store: backend, retention and op budget.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     #[serde(default = "default_tenants")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default = "default_releases")]

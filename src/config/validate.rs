@@ -208,6 +208,7 @@ impl Config {
                 }
             }
         }
+        out.extend(self.store.problems());
         out
     }
 }

@@ -1,0 +1,80 @@
+//! The admin HTTP API for sessions: read and change session variables, read conversations,
+//! look up the sessionids of a caller, and erase sessions or whole tenants.
+//!
+//! Every route requires `Authorization: Bearer <token>`. Request bodies and callerids are never
+//! logged.
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::store::SessionStore;
+
+mod auth;
+mod handlers;
+mod token;
+
+pub use token::{load_or_create_admin_token, AdminToken, TokenError, TOKEN_FILE_NAME};
+
+/// The reason a lookup returned no sessionids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// No release has this instance id.
+    UnknownInstance,
+    /// The callerid is not a number that normalisation accepts.
+    InvalidCallerid,
+}
+
+/// Maps a release's instance id and a callerid to the sessionids under every live key of that
+/// release (more than one during a key rotation). Implemented for matching closures.
+pub trait SessionLookup: Send + Sync {
+    fn sessionids(&self, instance: &str, callerid: &str) -> Result<Vec<String>, LookupError>;
+}
+
+impl<F> SessionLookup for F
+where
+    F: Fn(&str, &str) -> Result<Vec<String>, LookupError> + Send + Sync,
+{
+    fn sessionids(&self, instance: &str, callerid: &str) -> Result<Vec<String>, LookupError> {
+        self(instance, callerid)
+    }
+}
+
+/// The shared state of the session routes.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Arc<dyn SessionStore>,
+    pub lookup: Arc<dyn SessionLookup>,
+    pub token: AdminToken,
+}
+
+/// Builds the session API routes under `/v1`, all behind bearer-token authentication.
+pub fn session_routes(state: AdminState) -> Router {
+    let token = state.token.clone();
+    Router::new()
+        .route(
+            "/v1/sessions/{sessionid}",
+            get(handlers::get_session).delete(handlers::erase_session),
+        )
+        .route(
+            "/v1/sessions/{sessionid}/variables/{name}",
+            get(handlers::get_variable)
+                .put(handlers::put_variable)
+                .delete(handlers::delete_variable),
+        )
+        .route("/v1/sessions/lookup", post(handlers::lookup))
+        .route(
+            "/v1/conversations/{conversationid}",
+            get(handlers::get_conversation),
+        )
+        .route("/v1/tenants/{tenant}", delete(handlers::purge_tenant))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ))
+}
+
+#[cfg(test)]
+mod tests;
