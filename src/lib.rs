@@ -5,7 +5,8 @@ pub mod admin;
 pub mod config;
 pub mod identity;
 pub mod message;
+pub mod proxy;
 pub mod pseudonym;
+pub mod store;
 
 pub use pseudonym::session_id_command;
-pub mod store;
