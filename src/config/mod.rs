@@ -164,6 +164,8 @@ pub struct HeaderNames {
     pub anonymous: String,
     pub callerid: String,
     pub identity_source: String,
+    pub identity_assurance: String,
+    pub returning_caller: String,
 }
 
 impl Default for HeaderNames {
@@ -175,13 +177,15 @@ impl Default for HeaderNames {
             anonymous: "X-Anonymous".into(),
             callerid: "X-Callerid".into(),
             identity_source: "X-Identity-Source".into(),
+            identity_assurance: "X-Identity-Assurance".into(),
+            returning_caller: "X-Returning-Caller".into(),
         }
     }
 }
 
 impl HeaderNames {
     /// Returns every configured name, in stamping order.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 8] {
         [
             &self.callid,
             &self.sessionid,
@@ -189,6 +193,8 @@ impl HeaderNames {
             &self.anonymous,
             &self.callerid,
             &self.identity_source,
+            &self.identity_assurance,
+            &self.returning_caller,
         ]
     }
 }

@@ -89,6 +89,8 @@ impl Config {
             ("anonymous", &self.headers.anonymous),
             ("callerid", &self.headers.callerid),
             ("identity_source", &self.headers.identity_source),
+            ("identity_assurance", &self.headers.identity_assurance),
+            ("returning_caller", &self.headers.returning_caller),
         ];
         for (field, name) in names {
             if !is_token(name) {

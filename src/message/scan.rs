@@ -162,12 +162,17 @@ pub fn scan(
     headers: &mut Vec<Header>,
 ) -> Result<Scanned, ScanError> {
     headers.clear();
-    if buf.len() > limits.max_message_bytes {
-        return Err(ScanError::MessageTooLarge);
-    }
 
+    // A request with an unsupported version or an oversized message is still scanned to the
+    // end of its headers, so the caller can build the error response from them.
     let (line, next) = next_line(buf, 0).ok_or(ScanError::Unterminated)?;
-    let start = parse_start_line(buf, line)?;
+    let (start, version_error) = match parse_start_line(buf, line.clone()) {
+        Ok(start) => (start, None),
+        Err(ScanError::BadVersion) if !buf.starts_with(b"SIP/") => {
+            (placeholder_request(line), Some(ScanError::BadVersion))
+        }
+        Err(e) => return Err(e),
+    };
     let start_line = 0..next;
 
     let mut pos = next;
@@ -206,6 +211,13 @@ pub fn scan(
         pos = next;
     }
 
+    if let Some(error) = version_error {
+        return Err(error);
+    }
+    if buf.len() > limits.max_message_bytes {
+        return Err(ScanError::MessageTooLarge);
+    }
+
     let mut content_length = None;
     for header in headers
         .iter()
@@ -235,6 +247,14 @@ pub fn scan(
         body: pos..pos + body_len,
         content_length,
     })
+}
+
+fn placeholder_request(line: Range<usize>) -> StartLine {
+    StartLine::Request {
+        method: Method::Other,
+        method_range: line.start..line.start,
+        uri: line.start..line.start,
+    }
 }
 
 /// Returns the content range of the line starting at `pos` (without CR LF) and the offset of

@@ -148,6 +148,19 @@ fn limits_are_enforced() {
     folded.extend_from_slice(b"\r\n");
     assert_eq!(scan_err(&folded), ScanError::HeaderTooLong);
 
-    let huge = vec![b'a'; 70_000];
+    let mut huge = b"MESSAGE sip:a@b SIP/2.0\r\nl: 69000\r\n\r\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 69_000));
     assert_eq!(scan_err(&huge), ScanError::MessageTooLarge);
+
+    let mut headers = Vec::new();
+    let version = b"INVITE sip:a@b SIP/3.0\r\nCall-ID: x\r\n\r\n";
+    assert_eq!(
+        scan(version, &LIMITS, &mut headers),
+        Err(ScanError::BadVersion)
+    );
+    assert_eq!(
+        headers.len(),
+        1,
+        "headers are scanned so a 505 can be built"
+    );
 }

@@ -1,0 +1,337 @@
+//! The table of calls in progress, keyed by SIP Call-ID and the edge side's From tag, so that
+//! retransmissions, CANCEL, ACK and in-dialog requests get the identifiers of their call.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::outcome::CallIds;
+use crate::message::Transport;
+
+/// Whether the store recognised the caller, as stamped into the INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returning {
+    Yes,
+    No,
+    /// The store did not answer within its budget, or the call is anonymous.
+    Unknown,
+}
+
+impl Returning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Yes => "true",
+            Self::No => "false",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One call in progress.
+#[derive(Debug)]
+pub struct CallEntry {
+    pub ids: CallIds,
+    /// The stamped header lines, rendered once for the first INVITE and reused.
+    pub stamps: Box<[u8]>,
+    /// Identity headers to remove from every request of the call sent upstream.
+    pub strip: StripHeaders,
+    /// Transport and address the call's first INVITE came from.
+    pub edge: (Transport, SocketAddr),
+    pub created: Instant,
+    /// Set once the store answered (or timed out) for the first INVITE.
+    pub returning: OnceLock<Returning>,
+    /// Milliseconds after `created` at which the call ended, plus one; zero while active.
+    ended: AtomicU64,
+    answered: AtomicBool,
+}
+
+/// Identity headers removed before forwarding, decided once per call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StripHeaders {
+    pub pai: bool,
+    pub rpid: bool,
+    pub ppi: bool,
+}
+
+impl CallEntry {
+    pub fn new(
+        ids: CallIds,
+        stamps: Box<[u8]>,
+        strip: StripHeaders,
+        edge: (Transport, SocketAddr),
+        now: Instant,
+    ) -> Self {
+        Self {
+            ids,
+            stamps,
+            strip,
+            edge,
+            created: now,
+            returning: OnceLock::new(),
+            ended: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed) != 0
+    }
+
+    fn ended_at(&self) -> Option<Instant> {
+        match self.ended.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.created + Duration::from_millis(ms - 1)),
+        }
+    }
+}
+
+/// What changed in a call because of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Answered,
+    Ended,
+    Unchanged,
+}
+
+/// Errors inserting a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    Full,
+}
+
+/// Calls in progress, with a bound on their number.
+#[derive(Debug)]
+pub struct CallTable {
+    calls: DashMap<Box<[u8]>, Arc<CallEntry>>,
+    /// Active calls per sessionid, so a new call knows whether others of its session run.
+    per_session: DashMap<Arc<str>, usize>,
+    active: AtomicUsize,
+    max_entries: usize,
+    grace: Duration,
+    max_age: Duration,
+}
+
+impl CallTable {
+    pub fn new(max_entries: usize, grace: Duration, max_age: Duration) -> Self {
+        Self {
+            calls: DashMap::new(),
+            per_session: DashMap::new(),
+            active: AtomicUsize::new(0),
+            max_entries,
+            grace,
+            max_age,
+        }
+    }
+
+    /// Builds the lookup key `Call-ID NUL tag` into `key`.
+    pub fn key_into(key: &mut Vec<u8>, call_id: &[u8], tag: &[u8]) {
+        key.clear();
+        key.extend_from_slice(call_id);
+        key.push(0);
+        key.extend_from_slice(tag);
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Arc<CallEntry>> {
+        self.calls.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Inserts a new call unless one with the key exists; returns the call in the table and
+    /// whether it is the one passed in.
+    pub fn insert(
+        &self,
+        key: &[u8],
+        entry: CallEntry,
+    ) -> Result<(Arc<CallEntry>, bool), InsertError> {
+        if self.calls.len() >= self.max_entries {
+            return Err(InsertError::Full);
+        }
+        let mut inserted = false;
+        let stored = self
+            .calls
+            .entry(key.into())
+            .or_insert_with(|| {
+                inserted = true;
+                Arc::new(entry)
+            })
+            .value()
+            .clone();
+        if inserted {
+            self.active.fetch_add(1, Ordering::Relaxed);
+            *self
+                .per_session
+                .entry(Arc::clone(&stored.ids.sessionid))
+                .or_insert(0) += 1;
+        }
+        Ok((stored, inserted))
+    }
+
+    /// Records a final 2xx to the call's INVITE.
+    pub fn answer(&self, entry: &CallEntry) -> Transition {
+        if entry.is_ended() || entry.answered.swap(true, Ordering::Relaxed) {
+            Transition::Unchanged
+        } else {
+            Transition::Answered
+        }
+    }
+
+    /// Marks the call ended (BYE, or a failed final response); it stays for the grace period.
+    pub fn end(&self, entry: &CallEntry, now: Instant) -> Transition {
+        let ms = now.saturating_duration_since(entry.created).as_millis() as u64 + 1;
+        if entry
+            .ended
+            .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.release(entry);
+            Transition::Ended
+        } else {
+            Transition::Unchanged
+        }
+    }
+
+    fn release(&self, entry: &CallEntry) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        let sessionid = &entry.ids.sessionid;
+        if let dashmap::Entry::Occupied(mut count) = self.per_session.entry(Arc::clone(sessionid)) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+
+    /// Returns how many calls of a session are active.
+    pub fn active_in_session(&self, sessionid: &str) -> usize {
+        self.per_session.get(sessionid).map_or(0, |c| *c)
+    }
+
+    /// Calls that have not ended.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Calls in the table, including ended ones in their grace period.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Removes calls whose grace period has passed or that exceeded the maximum age.
+    /// Returns the number removed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut removed = 0;
+        self.calls.retain(|_, entry| {
+            let expired = match entry.ended_at() {
+                Some(ended) => now.saturating_duration_since(ended) >= self.grace,
+                None => now.saturating_duration_since(entry.created) >= self.max_age,
+            };
+            if expired {
+                if !entry.is_ended() {
+                    self.release(entry);
+                }
+                removed += 1;
+            }
+            !expired
+        });
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Assurance, IdentitySource};
+
+    fn ids(sessionid: &str) -> CallIds {
+        CallIds {
+            callid: "ca1".into(),
+            sessionid: sessionid.into(),
+            conversationid: "cv1".into(),
+            anonymous: false,
+            source: IdentitySource::From,
+            assurance: Assurance::Low,
+            instance_id: "default".into(),
+            tenant: "default".into(),
+            key_id: "k1".into(),
+        }
+    }
+
+    fn entry(sessionid: &str, now: Instant) -> CallEntry {
+        CallEntry::new(
+            ids(sessionid),
+            Box::default(),
+            StripHeaders::default(),
+            (Transport::Udp, "127.0.0.1:5070".parse().unwrap()),
+            now,
+        )
+    }
+
+    #[test]
+    fn insert_is_idempotent_per_key() {
+        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let now = Instant::now();
+        let (first, inserted) = table.insert(b"a\0t", entry("s1", now)).unwrap();
+        assert!(inserted);
+        let (second, inserted) = table.insert(b"a\0t", entry("s2", now)).unwrap();
+        assert!(!inserted);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(table.active(), 1);
+        assert_eq!(table.active_in_session("s1"), 1);
+    }
+
+    #[test]
+    fn full_table_rejects() {
+        let table = CallTable::new(1, Duration::from_secs(32), Duration::from_secs(3600));
+        let now = Instant::now();
+        table.insert(b"a", entry("s1", now)).unwrap();
+        assert_eq!(
+            table.insert(b"b", entry("s1", now)).unwrap_err(),
+            InsertError::Full
+        );
+    }
+
+    #[test]
+    fn ended_calls_leave_after_grace() {
+        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let now = Instant::now();
+        let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
+        table.insert(b"b", entry("s1", now)).unwrap();
+        assert_eq!(table.active_in_session("s1"), 2);
+        assert_eq!(
+            table.end(&call, now + Duration::from_secs(1)),
+            Transition::Ended
+        );
+        assert_eq!(
+            table.end(&call, now + Duration::from_secs(2)),
+            Transition::Unchanged
+        );
+        assert_eq!(table.active(), 1);
+        assert_eq!(table.active_in_session("s1"), 1);
+        assert_eq!(table.sweep(now + Duration::from_secs(20)), 0);
+        assert_eq!(table.sweep(now + Duration::from_secs(34)), 1);
+        assert!(table.get(b"a").is_none());
+        assert!(table.get(b"b").is_some());
+    }
+
+    #[test]
+    fn max_age_removes_active_calls() {
+        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let now = Instant::now();
+        table.insert(b"a", entry("s1", now)).unwrap();
+        assert_eq!(table.sweep(now + Duration::from_secs(3601)), 1);
+        assert_eq!(table.active(), 0);
+        assert_eq!(table.active_in_session("s1"), 0);
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn answer_once() {
+        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let now = Instant::now();
+        let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
+        assert_eq!(table.answer(&call), Transition::Answered);
+        assert_eq!(table.answer(&call), Transition::Unchanged);
+    }
+}

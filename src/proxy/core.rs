@@ -1,0 +1,345 @@
+//! The core's state and the entry point that classifies and validates each message.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::calls::{CallTable, Returning};
+use super::local::Local;
+use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
+use super::reply::{reply_target, write_reply, ReplySpec};
+use super::stamp::StampNames;
+use crate::config::{Config, UpstreamTransport};
+use crate::identity::TrustMap;
+use crate::message::uri::Uri;
+use crate::message::{
+    scan, HeaderName, Message, Method, ScanError, ScanLimits, StartLine, Transport, Via,
+};
+use crate::pseudonym::KeyRing;
+
+/// The I/O-free proxy: configuration prepared at start-up, the key ring, trust map and the
+/// table of calls in progress. Shared by all workers.
+#[derive(Debug)]
+pub struct Core {
+    pub(super) limits: ScanLimits,
+    pub(super) max_via: usize,
+    pub(super) upstream: SocketAddr,
+    pub(super) upstream_transport: UpstreamTransport,
+    pub(super) local: Local,
+    pub(super) stamps: StampNames,
+    pub(super) keys: KeyRing,
+    pub(super) trust: TrustMap,
+    pub(super) calls: CallTable,
+}
+
+/// A request the proxy answers itself instead of forwarding.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reject<'a> {
+    pub status: u16,
+    pub phrase: &'static str,
+    /// Stable label for metrics.
+    pub reason: &'static str,
+    /// Extra header lines, each ending in CRLF.
+    pub extra: &'a [u8],
+}
+
+impl Reject<'static> {
+    pub const fn new(status: u16, phrase: &'static str, reason: &'static str) -> Self {
+        Self {
+            status,
+            phrase,
+            reason,
+            extra: b"",
+        }
+    }
+}
+
+impl Core {
+    /// Prepares the core from a validated configuration and loaded keys.
+    pub fn new(config: &Config, keys: KeyRing, trust: TrustMap) -> Self {
+        let branch_key = branch_key(&keys);
+        Self {
+            limits: ScanLimits {
+                max_message_bytes: config.limits.max_message_bytes,
+                max_body_bytes: config.limits.max_body_bytes,
+                max_headers: config.limits.max_headers,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
+            max_via: config.limits.max_via,
+            upstream: config.sip.upstream,
+            upstream_transport: config.sip.upstream_transport,
+            local: Local::new(
+                config.sip.udp.first().copied(),
+                config.sip.tcp.first().copied(),
+                config.sip.advertised_host.as_deref(),
+                branch_key,
+            ),
+            stamps: StampNames::new(&config.headers),
+            keys,
+            trust,
+            calls: CallTable::new(
+                config.calls.max_active,
+                Duration::from_secs(config.calls.grace_secs),
+                Duration::from_secs(config.calls.max_age_secs),
+            ),
+        }
+    }
+
+    /// Decides what to do with one framed message; the bytes to send end up in `scratch.out`.
+    pub fn handle(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
+        let buf = inbound.bytes;
+        if buf
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
+            return Outcome::Drop {
+                reason: DropReason::KeepAlive,
+            };
+        }
+        let scanned = match scan(buf, &self.limits, &mut scratch.headers) {
+            Ok(scanned) => scanned,
+            Err(error) => return self.on_scan_error(inbound, scratch, error),
+        };
+        let headers = std::mem::take(&mut scratch.headers);
+        let msg = Message {
+            buf,
+            scanned: &scanned,
+            headers: &headers,
+        };
+        let outcome = match scanned.start {
+            StartLine::Request { method, .. } => self.on_request(inbound, msg, method, scratch),
+            StartLine::Response { status } => self.on_response(inbound, msg, status, scratch),
+        };
+        scratch.headers = headers;
+        outcome
+    }
+
+    /// Adds the returning-caller header to a new call's INVITE in `out` and remembers the
+    /// value for the call's retransmissions.
+    pub fn finish_new_call(&self, new_call: &NewCall, out: &mut Vec<u8>, returning: Returning) {
+        let _ = new_call.entry.returning.set(returning);
+        let line = self.stamps.returning_line(returning);
+        let at = new_call.stamp_at.min(out.len());
+        out.splice(at..at, line.iter().copied());
+    }
+
+    /// Removes calls that ended more than the grace period ago; call about once a second.
+    pub fn tick(&self, now: Instant) -> usize {
+        self.calls.sweep(now)
+    }
+
+    /// Calls that have not ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.active()
+    }
+
+    /// Calls in the table, including ended calls still in their grace period.
+    pub fn tracked_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Active calls of one session, including the one asking.
+    pub fn active_calls_in_session(&self, sessionid: &str) -> usize {
+        self.calls.active_in_session(sessionid)
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Answers a request that failed to scan, when enough of it was read to build a response.
+    fn on_scan_error(
+        &self,
+        inbound: Inbound<'_>,
+        scratch: &mut Scratch,
+        error: ScanError,
+    ) -> Outcome {
+        let buf = inbound.bytes;
+        if buf.starts_with(b"SIP/") {
+            return Outcome::Drop {
+                reason: DropReason::BadResponse,
+            };
+        }
+        let method_token = buf.split(|b| *b == b' ').next().unwrap_or_default();
+        if method_token == b"ACK" {
+            return Outcome::Drop {
+                reason: DropReason::BadAck,
+            };
+        }
+        let (status, phrase) = error.status();
+        let reject = Reject::new(status, phrase, error.as_str());
+        let method = match method_token {
+            b"INVITE" => Method::Invite,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"OPTIONS" => Method::Options,
+            _ => Method::Other,
+        };
+        let headers = std::mem::take(&mut scratch.headers);
+        let outcome = self.reject(inbound, buf, &headers, method, reject, &mut scratch.out);
+        scratch.headers = headers;
+        outcome
+    }
+
+    /// Writes a proxy-generated response into `out`, or drops the request when it lacks the
+    /// headers a response needs.
+    pub(super) fn reject(
+        &self,
+        inbound: Inbound<'_>,
+        buf: &[u8],
+        headers: &[crate::message::Header],
+        method: Method,
+        reject: Reject<'_>,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        if method == Method::Ack {
+            return Outcome::Drop {
+                reason: DropReason::BadAck,
+            };
+        }
+        let top_via = headers
+            .iter()
+            .find(|h| h.name == HeaderName::Via)
+            .map(|h| &buf[h.value.clone()]);
+        let via =
+            top_via.and_then(|v| Via::parse(&v[..crate::message::value::first_element_end(v)]));
+        let call_id = headers
+            .iter()
+            .find(|h| h.name == HeaderName::CallId)
+            .map_or(&b""[..], |h| &buf[h.value.clone()]);
+        let branch = self.local.branch(top_via.unwrap_or_default(), &[call_id]);
+        let to_tag = &branch[9..];
+        let spec = ReplySpec {
+            status: reject.status,
+            phrase: reject.phrase,
+            extra: reject.extra,
+        };
+        if !write_reply(buf, headers, spec, to_tag, out) {
+            return Outcome::Drop {
+                reason: DropReason::Unparsable,
+            };
+        }
+        Outcome::Reply {
+            transport: inbound.transport,
+            dest: reply_target(inbound.transport, inbound.source, via.as_ref()),
+            method,
+            status: reject.status,
+            reason: reject.reason,
+        }
+    }
+
+    /// Checks a request against RFC 3261 section 16.3 and the configured limits. Returns the
+    /// Max-Forwards value when present.
+    pub(super) fn validate_request(
+        &self,
+        msg: &Message<'_>,
+        method: Method,
+    ) -> Result<Option<u32>, Reject<'static>> {
+        let Some(_) = msg.top_via() else {
+            return Err(Reject::new(400, "Malformed Via", "bad_via"));
+        };
+        for (name, phrase, reason) in [
+            (HeaderName::From, "Missing From", "missing_from"),
+            (HeaderName::To, "Missing To", "missing_to"),
+            (HeaderName::CallId, "Missing Call-ID", "missing_call_id"),
+        ] {
+            if msg.value(name).is_none_or(|v| v.is_empty()) {
+                return Err(Reject::new(400, phrase, reason));
+            }
+        }
+        let Some((_, cseq_method)) = msg.cseq() else {
+            return Err(Reject::new(400, "Malformed CSeq", "bad_cseq"));
+        };
+        let method_token = match msg.scanned.start {
+            StartLine::Request {
+                ref method_range, ..
+            } => &msg.buf[method_range.clone()],
+            StartLine::Response { .. } => &[][..],
+        };
+        if cseq_method != method_token {
+            return Err(Reject::new(
+                400,
+                "CSeq Method Does Not Match",
+                "cseq_mismatch",
+            ));
+        }
+        if msg.via_count() > self.max_via {
+            return Err(Reject::new(400, "Too Many Via Headers", "too_many_via"));
+        }
+        if let StartLine::Request { ref uri, .. } = msg.scanned.start {
+            let text = &msg.buf[uri.clone()];
+            if Uri::parse(text).is_none() {
+                let has_scheme = memchr::memchr(b':', text).is_some_and(|c| {
+                    c > 0
+                        && text[..c]
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+                });
+                return Err(if has_scheme && !looks_like_sip(text) {
+                    Reject::new(416, "Unsupported URI Scheme", "unsupported_uri_scheme")
+                } else {
+                    Reject::new(400, "Malformed Request-URI", "bad_request_uri")
+                });
+            }
+        }
+        let max_forwards = match msg.value(HeaderName::MaxForwards) {
+            None => None,
+            Some(value) => {
+                let value = crate::message::value::trim_slice(value);
+                if value.is_empty() || value.len() > 3 || !value.iter().all(u8::is_ascii_digit) {
+                    return Err(Reject::new(
+                        400,
+                        "Malformed Max-Forwards",
+                        "bad_max_forwards",
+                    ));
+                }
+                let n: u32 = value.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+                if n > 255 {
+                    return Err(Reject::new(
+                        400,
+                        "Malformed Max-Forwards",
+                        "bad_max_forwards",
+                    ));
+                }
+                Some(n)
+            }
+        };
+        if msg.first(HeaderName::ProxyRequire).is_some()
+            && method != Method::Ack
+            && method != Method::Cancel
+        {
+            // The Unsupported header listing the options is added by the caller.
+            return Err(Reject::new(420, "Bad Extension", PROXY_REQUIRE));
+        }
+        Ok(max_forwards)
+    }
+
+    /// Returns the transport toward the upstream for a request that arrived on `inbound`.
+    pub(super) fn upstream_transport(&self, inbound: Transport) -> Transport {
+        match self.upstream_transport {
+            UpstreamTransport::Same => inbound,
+            UpstreamTransport::Udp => Transport::Udp,
+            UpstreamTransport::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+/// Reason label of the 420 answer to a Proxy-Require the proxy does not support.
+pub(super) const PROXY_REQUIRE: &str = "proxy_require";
+
+fn looks_like_sip(uri: &[u8]) -> bool {
+    let lower = |p: &[u8]| uri.len() >= p.len() && uri[..p.len()].eq_ignore_ascii_case(p);
+    lower(b"sip:") || lower(b"sips:") || lower(b"tel:")
+}
+
+/// Derives the key that keys Via branch hashes from the first release's key, so branches stay
+/// the same across restarts and across instances that share the key, and reveal nothing.
+fn branch_key(keys: &KeyRing) -> [u8; 32] {
+    let label = keys
+        .releases()
+        .first()
+        .map(|release| release.sessionid("via-branch/v1"))
+        .unwrap_or_default();
+    Sha256::digest(label.as_bytes()).into()
+}

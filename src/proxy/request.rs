@@ -1,0 +1,478 @@
+//! Forwarding requests: edge to upstream with stamping, upstream back to the edge by the call's
+//! flow or the Route set.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::calls::{CallEntry, CallTable, InsertError, Returning, StripHeaders, Transition};
+use super::core::{Core, Reject, PROXY_REQUIRE};
+use super::local::{encode_flow, FLOW_PARAM};
+use super::outcome::{
+    CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,
+    Outcome, Scratch,
+};
+use crate::identity::{self, IdentityInput};
+use crate::message::edit::Editor;
+use crate::message::uri::Uri;
+use crate::message::value::{elements, trim};
+use crate::message::via::plan_received;
+use crate::message::{HeaderName, Message, Method, StartLine, Transport};
+use crate::pseudonym::{random_id, IdKind};
+
+/// How one request is written out.
+struct Plan<'a> {
+    out_transport: Transport,
+    record_route: bool,
+    strip: StripHeaders,
+    stamps: Option<&'a [u8]>,
+    returning: Option<Returning>,
+}
+
+impl Core {
+    pub(super) fn on_request(
+        &self,
+        inbound: Inbound<'_>,
+        msg: Message<'_>,
+        method: Method,
+        scratch: &mut Scratch,
+    ) -> Outcome {
+        let max_forwards = match self.validate_request(&msg, method) {
+            Ok(value) => value,
+            Err(reject) => return self.reject_request(inbound, &msg, method, reject, scratch),
+        };
+        let uri = match msg.scanned.start {
+            StartLine::Request { ref uri, .. } => &msg.buf[uri.clone()],
+            StartLine::Response { .. } => &[][..],
+        };
+        let to_self = Uri::parse(uri).is_some_and(|u| self.local.is_own_uri(&u));
+        if method == Method::Options
+            && (max_forwards == Some(0) || to_self)
+            && msg.tag(HeaderName::To).is_none()
+        {
+            let reject = Reject {
+                extra: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n",
+                ..Reject::new(200, "OK", "options_probe")
+            };
+            return self.reject_request(inbound, &msg, method, reject, scratch);
+        }
+        if max_forwards == Some(0) {
+            let reject = Reject::new(483, "Too Many Hops", "max_forwards");
+            return self.reject_request(inbound, &msg, method, reject, scratch);
+        }
+
+        if inbound.source == self.upstream {
+            self.forward_to_edge(inbound, msg, method, max_forwards, scratch)
+        } else {
+            self.forward_to_upstream(inbound, msg, method, max_forwards, scratch)
+        }
+    }
+
+    fn reject_request(
+        &self,
+        inbound: Inbound<'_>,
+        msg: &Message<'_>,
+        method: Method,
+        reject: Reject<'_>,
+        scratch: &mut Scratch,
+    ) -> Outcome {
+        let mut extra = reject.extra.to_vec();
+        if reject.reason == PROXY_REQUIRE {
+            for header in msg.all(HeaderName::ProxyRequire) {
+                extra.extend_from_slice(b"Unsupported: ");
+                extra.extend_from_slice(msg.bytes(header));
+                extra.extend_from_slice(b"\r\n");
+            }
+        }
+        let reject = Reject {
+            extra: &extra,
+            ..reject
+        };
+        self.reject(
+            inbound,
+            msg.buf,
+            msg.headers,
+            method,
+            reject,
+            &mut scratch.out,
+        )
+    }
+
+    fn forward_to_upstream(
+        &self,
+        inbound: Inbound<'_>,
+        msg: Message<'_>,
+        method: Method,
+        max_forwards: Option<u32>,
+        scratch: &mut Scratch,
+    ) -> Outcome {
+        let call_id = msg.value(HeaderName::CallId).unwrap_or_default();
+        let from_tag = msg.tag(HeaderName::From).unwrap_or_default();
+        let initial = msg.tag(HeaderName::To).is_none();
+        CallTable::key_into(&mut scratch.key, call_id, from_tag);
+
+        let mut new_call = None;
+        let mut event = None;
+        let entry = if method == Method::Invite && initial {
+            match self.calls.get(&scratch.key) {
+                Some(entry) if entry.returning.get().is_none() => {
+                    return Outcome::Drop {
+                        reason: DropReason::Pending,
+                    };
+                }
+                Some(entry) => Some(entry),
+                None => match self.create_call(inbound, &msg, &scratch.key) {
+                    Ok((entry, true)) => {
+                        new_call = Some(entry.clone());
+                        Some(entry)
+                    }
+                    Ok((_, false)) => {
+                        return Outcome::Drop {
+                            reason: DropReason::Pending,
+                        };
+                    }
+                    Err(InsertError::Full) => {
+                        let reject = Reject {
+                            extra: b"Retry-After: 5\r\n",
+                            ..Reject::new(503, "Service Unavailable", "call_table_full")
+                        };
+                        return self.reject_request(inbound, &msg, method, reject, scratch);
+                    }
+                },
+            }
+        } else {
+            self.calls.get(&scratch.key)
+        };
+
+        if let (Method::Bye, Some(entry)) = (method, &entry) {
+            if self.calls.end(entry, inbound.now) == Transition::Ended {
+                event = Some(CallEvent {
+                    conversationid: Arc::clone(&entry.ids.conversationid),
+                    kind: CallEventKind::Ended { status: None },
+                });
+            }
+        }
+
+        let out_transport = self.upstream_transport(inbound.transport);
+        let plan = Plan {
+            out_transport,
+            record_route: initial && matches!(method, Method::Invite | Method::Subscribe),
+            strip: entry.as_ref().map(|e| e.strip).unwrap_or_default(),
+            stamps: entry.as_deref().map(|e| &e.stamps[..]),
+            returning: entry.as_ref().and_then(|e| e.returning.get().copied()),
+        };
+        let stamp_at = self.write_request(inbound, &msg, max_forwards, &plan, scratch);
+        let new_call = new_call.map(|entry| {
+            Box::new(NewCall {
+                ids: entry.ids.clone(),
+                stamp_at,
+                entry,
+            })
+        });
+        Outcome::Forward {
+            transport: out_transport,
+            dest: self.upstream,
+            kind: MessageKind::Request(method),
+            direction: Direction::ToUpstream,
+            new_call,
+            event,
+        }
+    }
+
+    fn forward_to_edge(
+        &self,
+        inbound: Inbound<'_>,
+        msg: Message<'_>,
+        method: Method,
+        max_forwards: Option<u32>,
+        scratch: &mut Scratch,
+    ) -> Outcome {
+        let call_id = msg.value(HeaderName::CallId).unwrap_or_default();
+        let to_tag = msg.tag(HeaderName::To);
+        let mut event = None;
+        let entry = to_tag.and_then(|tag| {
+            CallTable::key_into(&mut scratch.key, call_id, tag);
+            self.calls.get(&scratch.key)
+        });
+        if let (Method::Bye, Some(entry)) = (method, &entry) {
+            if self.calls.end(entry, inbound.now) == Transition::Ended {
+                event = Some(CallEvent {
+                    conversationid: Arc::clone(&entry.ids.conversationid),
+                    kind: CallEventKind::Ended { status: None },
+                });
+            }
+        }
+        let target = match &entry {
+            Some(entry) => Some(entry.edge),
+            None => self.route_target(&msg),
+        };
+        let Some((out_transport, dest)) = target else {
+            if method == Method::Ack {
+                return Outcome::Drop {
+                    reason: DropReason::NoRoute,
+                };
+            }
+            let reject = Reject::new(404, "No Route To Destination", "no_route");
+            return self.reject_request(inbound, &msg, method, reject, scratch);
+        };
+        let plan = Plan {
+            out_transport,
+            record_route: to_tag.is_none() && matches!(method, Method::Invite | Method::Subscribe),
+            strip: StripHeaders::default(),
+            stamps: None,
+            returning: None,
+        };
+        self.write_request(inbound, &msg, max_forwards, &plan, scratch);
+        Outcome::Forward {
+            transport: out_transport,
+            dest,
+            kind: MessageKind::Request(method),
+            direction: Direction::ToEdge,
+            new_call: None,
+            event,
+        }
+    }
+
+    /// Finds where a request from the upstream goes without a known call: the first Route
+    /// entry that is not the proxy's own, else the Request-URI. Only IP-literal hosts route.
+    fn route_target(&self, msg: &Message<'_>) -> Option<(Transport, SocketAddr)> {
+        let next_route = msg.all(HeaderName::Route).find_map(|header| {
+            let value = msg.bytes(header);
+            elements(value)
+                .map(|r| &value[r])
+                .find(|entry| !self.local.is_own_route(entry))
+        });
+        let uri = match next_route {
+            Some(entry) => Uri::parse_name_addr(entry)?,
+            None => match msg.scanned.start {
+                StartLine::Request { ref uri, .. } => Uri::parse(&msg.buf[uri.clone()])?,
+                StartLine::Response { .. } => return None,
+            },
+        };
+        let transport = match uri.param(b"transport") {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        // NOTE: host names are not resolved; only IP-literal Route and Request-URI hosts route.
+        Some((transport, uri.socket_addr()?))
+    }
+
+    /// Creates the identifiers of a new call from its first INVITE and adds it to the table.
+    fn create_call(
+        &self,
+        inbound: Inbound<'_>,
+        msg: &Message<'_>,
+        key: &[u8],
+    ) -> Result<(Arc<CallEntry>, bool), InsertError> {
+        let mut input = IdentityInput::default();
+        for header in msg.headers {
+            let value = msg.bytes(header);
+            match header.name {
+                HeaderName::From => {
+                    input.from.get_or_insert(value);
+                }
+                HeaderName::PAssertedIdentity => input.pai.push(value),
+                HeaderName::PPreferredIdentity => input.ppi.push(value),
+                HeaderName::RemotePartyId => input.rpid.push(value),
+                HeaderName::Privacy => input.privacy.push(value),
+                _ => {}
+            }
+        }
+        let trunk = self.trust.classify(inbound.source.ip());
+        let identity = identity::derive(&input, trunk);
+        let request_user = match msg.scanned.start {
+            StartLine::Request { ref uri, .. } => {
+                Uri::parse(&msg.buf[uri.clone()]).and_then(|u| u.user)
+            }
+            StartLine::Response { .. } => None,
+        };
+        let release = self.keys.select(request_user);
+        let sessionid = match (&identity.callerid, identity.anonymous) {
+            (Some(callerid), false) => release.sessionid(callerid),
+            _ => random_id(IdKind::AnonymousSession),
+        };
+        let ids = CallIds {
+            callid: random_id(IdKind::Call).into(),
+            sessionid: sessionid.into(),
+            conversationid: random_id(IdKind::Conversation).into(),
+            anonymous: identity.anonymous,
+            source: identity.source,
+            assurance: identity.assurance,
+            instance_id: release.instance_id().into(),
+            tenant: release.tenant().into(),
+            key_id: release.key().key_id().into(),
+        };
+        let stamps = self.stamps.render(&ids, identity.callerid.as_deref());
+        let strip = StripHeaders {
+            pai: identity.strip_pai,
+            rpid: identity.strip_rpid,
+            ppi: identity.strip_ppi,
+        };
+        debug!(
+            callid = %ids.callid,
+            sessionid = %ids.sessionid,
+            conversationid = %ids.conversationid,
+            source = ids.source.as_str(),
+            assurance = ids.assurance.as_str(),
+            anon_reason = identity.anon_reason.as_str(),
+            "new call"
+        );
+        let entry = CallEntry::new(
+            ids,
+            stamps,
+            strip,
+            (inbound.transport, inbound.source),
+            inbound.now,
+        );
+        self.calls.insert(key, entry)
+    }
+
+    /// Writes the forwarded request into `scratch.out` and returns the offset where stamped
+    /// headers end, for the returning-caller header.
+    fn write_request(
+        &self,
+        inbound: Inbound<'_>,
+        msg: &Message<'_>,
+        max_forwards: Option<u32>,
+        plan: &Plan<'_>,
+        scratch: &mut Scratch,
+    ) -> usize {
+        let editor = &mut scratch.editor;
+        editor.clear();
+        let after_start = msg.scanned.start_line.end;
+
+        let (_, top_via_range) = msg.top_via().expect("validated before forwarding");
+        let call_id = msg.value(HeaderName::CallId).unwrap_or_default();
+        let cseq = msg.value(HeaderName::CSeq).unwrap_or_default();
+        let branch = self
+            .local
+            .branch(&msg.buf[top_via_range.clone()], &[call_id, cseq]);
+        let local = self.local.addr(plan.out_transport);
+        {
+            let mut via = editor.insert_with(after_start);
+            via.push(b"Via: SIP/2.0/")
+                .push(plan.out_transport.via_name().as_bytes())
+                .push(b" ")
+                .push(local.host.as_bytes())
+                .push(b":")
+                .push_display(local.port)
+                .push(b";branch=")
+                .push(&branch);
+            if inbound.transport == Transport::Tcp {
+                let mut flow = Vec::with_capacity(48);
+                encode_flow(inbound.source, &mut flow);
+                via.push(b";").push(FLOW_PARAM).push(b"=").push(&flow);
+            }
+            via.push(b"\r\n");
+        }
+
+        if plan.record_route {
+            if plan.out_transport != inbound.transport {
+                write_record_route(
+                    editor,
+                    after_start,
+                    self.local.addr(plan.out_transport),
+                    plan.out_transport,
+                );
+            }
+            write_record_route(
+                editor,
+                after_start,
+                self.local.addr(inbound.transport),
+                inbound.transport,
+            );
+        }
+
+        match (max_forwards, msg.first(HeaderName::MaxForwards)) {
+            (Some(n), Some(header)) => {
+                let value = trim(msg.buf, header.value.clone());
+                editor
+                    .insert_with(value.start)
+                    .push_display(n.saturating_sub(1));
+                editor.remove(value);
+            }
+            _ => editor.insert(after_start, &[b"Max-Forwards: 70\r\n"]),
+        }
+
+        if let Some(edit) = plan_received(msg.buf, top_via_range, inbound.source) {
+            if let Some(range) = edit.replace {
+                editor.replace(
+                    range,
+                    &[b";rport=", inbound.source.port().to_string().as_bytes()],
+                );
+            }
+            if edit.add_received {
+                let ip = inbound.source.ip().to_string();
+                editor.insert(edit.insert_at, &[b";received=", ip.as_bytes()]);
+            }
+        }
+
+        self.pop_own_routes(msg, editor);
+
+        for header in msg.headers {
+            let remove = match header.name {
+                HeaderName::Other => self.stamps.is_stamped(&msg.buf[header.name_range.clone()]),
+                HeaderName::PAssertedIdentity => plan.strip.pai,
+                HeaderName::RemotePartyId => plan.strip.rpid,
+                HeaderName::PPreferredIdentity => plan.strip.ppi,
+                _ => false,
+            };
+            if remove {
+                editor.remove(header.line.clone());
+            }
+        }
+
+        let head_end = msg.scanned.head_end;
+        if let Some(stamps) = plan.stamps {
+            editor.insert(head_end, &[stamps]);
+            if let Some(returning) = plan.returning {
+                editor.insert(head_end, &[self.stamps.returning_line(returning)]);
+            }
+        }
+
+        let body_end = msg.scanned.body.end;
+        editor.render(&msg.buf[..body_end], &mut scratch.out);
+        scratch.out.len() - (body_end - head_end)
+    }
+
+    /// Removes the leading Route entries that point at this proxy (loose routing, RFC 3261
+    /// section 16.4).
+    fn pop_own_routes(&self, msg: &Message<'_>, editor: &mut Editor) {
+        for header in msg.all(HeaderName::Route) {
+            let value = msg.bytes(header);
+            let mut first_foreign = None;
+            for range in elements(value) {
+                if !self.local.is_own_route(&value[range.clone()]) {
+                    first_foreign = Some(range.start);
+                    break;
+                }
+            }
+            match first_foreign {
+                None => editor.remove(header.line.clone()),
+                Some(0) => return,
+                Some(start) => {
+                    editor.remove(header.value.start..header.value.start + start);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn write_record_route(
+    editor: &mut Editor,
+    at: usize,
+    local: &super::local::LocalAddr,
+    transport: Transport,
+) {
+    let mut line = editor.insert_with(at);
+    line.push(b"Record-Route: <sip:")
+        .push(local.host.as_bytes())
+        .push(b":")
+        .push_display(local.port);
+    if transport == Transport::Tcp {
+        line.push(b";transport=tcp");
+    }
+    line.push(b";lr>\r\n");
+}

@@ -1,0 +1,582 @@
+//! Drives the core with raw bytes and checks each decision and the forwarded bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::*;
+use crate::config::Config;
+use crate::identity::TrustMap;
+use crate::message::{Method, Transport};
+use crate::pseudonym::{KeyRing, TenantKeys};
+
+const EDGE: &str = "192.0.2.10:5070";
+const UPSTREAM: &str = "127.0.0.1:5090";
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]\nupstream = \"{UPSTREAM}\"\n{extra}"
+    );
+    Config::parse(&text, "test").expect("test config is valid")
+}
+
+fn core_with(config: &Config) -> Core {
+    let mut keys = HashMap::new();
+    keys.insert(
+        "default".to_owned(),
+        TenantKeys {
+            current: zeroize::Zeroizing::new(vec![7u8; 32]),
+            previous: Vec::new(),
+        },
+    );
+    let ring = KeyRing::from_tenant_keys(config, &keys).expect("keys load");
+    Core::new(config, ring, TrustMap::from_config(config))
+}
+
+fn core() -> Core {
+    core_with(&config(""))
+}
+
+struct Harness {
+    core: Core,
+    scratch: Scratch,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(core: Core) -> Self {
+        Self {
+            core,
+            scratch: Scratch::default(),
+            now: Instant::now(),
+        }
+    }
+
+    fn send(&mut self, from: &str, transport: Transport, bytes: &[u8]) -> Outcome {
+        let inbound = Inbound {
+            now: self.now,
+            source: from.parse().unwrap(),
+            transport,
+            bytes,
+        };
+        self.core.handle(inbound, &mut self.scratch)
+    }
+
+    fn out(&self) -> String {
+        String::from_utf8(self.scratch.out.clone()).unwrap()
+    }
+
+    /// Sends a message and completes a new call as the driver does, with the given answer.
+    fn send_and_finish(&mut self, from: &str, bytes: &[u8], returning: Returning) -> Outcome {
+        let outcome = self.send(from, Transport::Udp, bytes);
+        if let Outcome::Forward {
+            new_call: Some(new_call),
+            ..
+        } = &outcome
+        {
+            self.core
+                .finish_new_call(new_call, &mut self.scratch.out, returning);
+        }
+        outcome
+    }
+}
+
+const INVITE: &str = "INVITE sip:+4930555000@127.0.0.1:5090 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"Max\" <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>\r\n\
+Call-ID: call-1@edge\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:caller@192.0.2.10:5070>\r\n\
+X-Sessionid: forged-by-caller\r\n\
+x-callid: forged-too\r\n\
+Subject: folded\r\n   across lines\r\n\
+X-Custom:   odd   spacing  \r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 8\r\n\
+\r\n\
+v=0\r\nx=1";
+
+fn header_values<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .filter_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+fn forwarded_invite(h: &mut Harness) -> String {
+    let outcome = h.send_and_finish(EDGE, INVITE.as_bytes(), Returning::No);
+    match outcome {
+        Outcome::Forward {
+            transport,
+            dest,
+            kind,
+            direction,
+            ..
+        } => {
+            assert_eq!(transport, Transport::Udp);
+            assert_eq!(dest, UPSTREAM.parse::<SocketAddr>().unwrap());
+            assert_eq!(kind, MessageKind::Request(Method::Invite));
+            assert_eq!(direction, Direction::ToUpstream);
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
+    h.out()
+}
+
+#[test]
+fn invite_gets_via_record_route_and_stamps() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+
+    assert!(out.starts_with("INVITE sip:+4930555000@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKss"));
+    assert_eq!(
+        header_values(&out, "Record-Route"),
+        vec!["<sip:127.0.0.1:5060;lr>"]
+    );
+    assert_eq!(header_values(&out, "Max-Forwards"), vec!["69"]);
+    let vias = header_values(&out, "Via");
+    assert_eq!(vias.len(), 2);
+    assert_eq!(
+        vias[1],
+        "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10"
+    );
+
+    let callid = header_values(&out, "X-Callid");
+    assert_eq!(callid.len(), 1);
+    assert!(callid[0].starts_with("ca") && callid[0].len() == 34);
+    let sessionid = header_values(&out, "X-Sessionid");
+    assert_eq!(sessionid.len(), 1);
+    assert!(sessionid[0].starts_with("k1_"), "{}", sessionid[0]);
+    assert_eq!(header_values(&out, "X-Anonymous"), vec!["false"]);
+    assert_eq!(header_values(&out, "X-Returning-Caller"), vec!["false"]);
+    assert_eq!(header_values(&out, "X-Identity-Source"), vec!["from"]);
+    assert_eq!(header_values(&out, "X-Identity-Assurance"), vec!["low"]);
+    assert_eq!(header_values(&out, "X-Conversationid").len(), 1);
+}
+
+#[test]
+fn unowned_headers_and_body_pass_byte_for_byte() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+    assert!(out.contains("\r\nSubject: folded\r\n   across lines\r\n"));
+    assert!(out.contains("\r\nX-Custom:   odd   spacing  \r\n"));
+    assert!(out.contains("\r\nFrom: \"Max\" <sip:+4930555111@edge.example>;tag=f1\r\n"));
+    assert!(out.ends_with("\r\n\r\nv=0\r\nx=1"));
+    assert!(!out.contains("forged"));
+}
+
+#[test]
+fn retransmission_waits_then_reuses_the_stamps() {
+    let mut h = Harness::new(core());
+    let first = h.send(EDGE, Transport::Udp, INVITE.as_bytes());
+    let Outcome::Forward {
+        new_call: Some(new_call),
+        ..
+    } = first
+    else {
+        panic!("expected a new call, got {first:?}");
+    };
+    let mut first_out = h.scratch.out.clone();
+
+    let pending = h.send(EDGE, Transport::Udp, INVITE.as_bytes());
+    assert!(matches!(
+        pending,
+        Outcome::Drop {
+            reason: DropReason::Pending
+        }
+    ));
+
+    h.core
+        .finish_new_call(&new_call, &mut first_out, Returning::Yes);
+    let again = h.send(EDGE, Transport::Udp, INVITE.as_bytes());
+    assert!(matches!(again, Outcome::Forward { new_call: None, .. }));
+    assert_eq!(String::from_utf8(first_out).unwrap(), h.out());
+}
+
+#[test]
+fn sessionid_shared_by_parallel_calls_but_callid_fresh() {
+    let mut h = Harness::new(core());
+    let first = forwarded_invite(&mut h);
+    let second_invite = INVITE.replace("call-1@edge", "call-2@edge");
+    h.send_and_finish(EDGE, second_invite.as_bytes(), Returning::No);
+    let second = h.out();
+    assert_eq!(
+        header_values(&first, "X-Sessionid"),
+        header_values(&second, "X-Sessionid")
+    );
+    assert_ne!(
+        header_values(&first, "X-Callid"),
+        header_values(&second, "X-Callid")
+    );
+    assert_ne!(
+        header_values(&first, "X-Conversationid"),
+        header_values(&second, "X-Conversationid")
+    );
+    assert_eq!(h.core.active_calls(), 2);
+}
+
+#[test]
+fn anonymous_call_gets_random_sessionid_and_no_callerid() {
+    let mut h = Harness::new(core());
+    let anonymous = INVITE.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nPrivacy: id\r\n",
+    );
+    h.send_and_finish(EDGE, anonymous.as_bytes(), Returning::No);
+    let first = h.out();
+    let second_call = anonymous.replace("call-1@edge", "call-2@edge");
+    h.send_and_finish(EDGE, second_call.as_bytes(), Returning::No);
+    let second = h.out();
+    assert_eq!(header_values(&first, "X-Anonymous"), vec!["true"]);
+    assert!(header_values(&first, "X-Callerid").is_empty());
+    let a = header_values(&first, "X-Sessionid")[0];
+    let b = header_values(&second, "X-Sessionid")[0];
+    assert!(a.starts_with("an"));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn responses_pop_own_via_and_strip_stamps() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+    let own_via = header_values(&out, "Via")[0].to_owned();
+    let response = format!(
+        "SIP/2.0 200 OK\r\nVia: {own_via}\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
+From: <sip:+4930555111@edge.example>;tag=f1\r\nTo: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\n\
+CSeq: 1 INVITE\r\nX-Sessionid: leaked\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
+    match outcome {
+        Outcome::Forward {
+            dest,
+            direction,
+            event,
+            ..
+        } => {
+            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
+            assert_eq!(direction, Direction::ToEdge);
+            assert_eq!(event.map(|e| e.kind), Some(CallEventKind::Answered));
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
+    let relayed = h.out();
+    assert_eq!(header_values(&relayed, "Via").len(), 1);
+    assert!(!relayed.contains("X-Sessionid"));
+    assert!(relayed.contains("Record-Route: <sip:127.0.0.1:5060;lr>\r\n"));
+}
+
+#[test]
+fn response_with_foreign_via_is_dropped() {
+    let mut h = Harness::new(core());
+    let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
+    assert!(matches!(
+        outcome,
+        Outcome::Drop {
+            reason: DropReason::ViaNotOurs
+        }
+    ));
+}
+
+#[test]
+fn in_dialog_requests_carry_the_call_stamps_and_pop_route() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    let bye = "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
+Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5090;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let outcome = h.send(EDGE, Transport::Udp, bye.as_bytes());
+    let Outcome::Forward { event, .. } = outcome else {
+        panic!("expected a forward, got {outcome:?}");
+    };
+    assert_eq!(
+        event.map(|e| e.kind),
+        Some(CallEventKind::Ended { status: None })
+    );
+    let out = h.out();
+    assert_eq!(
+        header_values(&out, "Route"),
+        vec!["<sip:127.0.0.1:5090;lr>"]
+    );
+    assert_eq!(
+        header_values(&out, "X-Callid"),
+        header_values(&invite_out, "X-Callid")
+    );
+    assert_eq!(header_values(&out, "X-Returning-Caller"), vec!["false"]);
+    assert!(header_values(&out, "Record-Route").is_empty());
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn cancel_matches_the_invite_branch() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    let cancel = INVITE
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let outcome = h.send(EDGE, Transport::Udp, cancel.as_bytes());
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    let out = h.out();
+    assert_eq!(
+        header_values(&out, "Via")[0],
+        header_values(&invite_out, "Via")[0]
+    );
+    assert_eq!(
+        header_values(&out, "X-Callid"),
+        header_values(&invite_out, "X-Callid")
+    );
+}
+
+#[test]
+fn bye_from_upstream_goes_to_the_edge_flow_without_stamps() {
+    let mut h = Harness::new(core());
+    forwarded_invite(&mut h);
+    let bye = "BYE sip:caller@192.0.2.10:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-ub1\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\n\
+To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE\r\nX-Callid: not-for-edge\r\nContent-Length: 0\r\n\r\n";
+    let outcome = h.send(UPSTREAM, Transport::Udp, bye.as_bytes());
+    match outcome {
+        Outcome::Forward {
+            dest, direction, ..
+        } => {
+            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
+            assert_eq!(direction, Direction::ToEdge);
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
+    let out = h.out();
+    assert!(header_values(&out, "Route").is_empty());
+    assert!(header_values(&out, "X-Callid").is_empty());
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn tcp_requests_carry_the_flow_for_responses() {
+    let mut h = Harness::new(core());
+    let tcp_invite = INVITE.replace("SIP/2.0/UDP 192.0.2.10:5070", "SIP/2.0/TCP 192.0.2.10:5070");
+    let outcome = h.send("192.0.2.10:41000", Transport::Tcp, tcp_invite.as_bytes());
+    let Outcome::Forward {
+        transport,
+        new_call: Some(new_call),
+        ..
+    } = outcome
+    else {
+        panic!("expected a new call, got {outcome:?}");
+    };
+    assert_eq!(transport, Transport::Tcp);
+    h.core
+        .finish_new_call(&new_call, &mut h.scratch.out, Returning::Unknown);
+    let out = h.out();
+    let own_via = header_values(&out, "Via")[0].to_owned();
+    assert!(own_via.starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKss"));
+    assert!(own_via.contains(";ssf="));
+    assert_eq!(
+        header_values(&out, "Record-Route"),
+        vec!["<sip:127.0.0.1:5060;transport=tcp;lr>"]
+    );
+
+    let response = format!(
+        "SIP/2.0 180 Ringing\r\nVia: {own_via}\r\nVia: SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=41000;received=192.0.2.10\r\n\
+From: <sip:a@b>;tag=f1\r\nTo: <sip:c@d>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outcome = h.send(UPSTREAM, Transport::Tcp, response.as_bytes());
+    match outcome {
+        Outcome::Forward {
+            transport, dest, ..
+        } => {
+            assert_eq!(transport, Transport::Tcp);
+            assert_eq!(dest, "192.0.2.10:41000".parse::<SocketAddr>().unwrap());
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
+}
+
+fn expect_reply(outcome: Outcome, status: u16) {
+    match outcome {
+        Outcome::Reply { status: got, .. } => assert_eq!(got, status),
+        other => panic!("expected a {status} reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_requests_get_the_rfc_status() {
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0"),
+            483,
+            "Too Many Hops",
+        ),
+        (
+            INVITE.replace("Max-Forwards: 70", "Max-Forwards: abc"),
+            400,
+            "Malformed Max-Forwards",
+        ),
+        (
+            INVITE.replace("Call-ID: call-1@edge\r\n", ""),
+            400,
+            "Missing Call-ID",
+        ),
+        (
+            INVITE.replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+            400,
+            "CSeq Method Does Not Match",
+        ),
+        (
+            INVITE.replace("CSeq: 1 INVITE", "CSeq: x INVITE"),
+            400,
+            "Malformed CSeq",
+        ),
+        (
+            INVITE.replace(" SIP/2.0\r\nVia", " SIP/3.0\r\nVia"),
+            505,
+            "Version Not Supported",
+        ),
+        (
+            INVITE.replace(
+                "INVITE sip:+4930555000@127.0.0.1:5090",
+                "INVITE http://example.com/",
+            ),
+            416,
+            "Unsupported URI Scheme",
+        ),
+        (
+            INVITE.replace(
+                "INVITE sip:+4930555000@127.0.0.1:5090",
+                "INVITE sip:bad@host:99999",
+            ),
+            400,
+            "Malformed Request-URI",
+        ),
+        (
+            INVITE.replace("Content-Length: 8", "Content-Length: 80"),
+            400,
+            "Content-Length Exceeds Message",
+        ),
+        (
+            INVITE.replace(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nProxy-Require: foo\r\n",
+            ),
+            420,
+            "Bad Extension",
+        ),
+    ];
+    for (message, status, phrase) in cases {
+        let mut h = Harness::new(core());
+        let outcome = h.send(EDGE, Transport::Udp, message.as_bytes());
+        expect_reply(outcome, status);
+        let out = h.out();
+        assert!(
+            out.starts_with(&format!("SIP/2.0 {status} {phrase}\r\n")),
+            "{out}"
+        );
+        if message.contains("Call-ID: call-1@edge") {
+            assert!(out.contains("\r\nCall-ID: call-1@edge\r\n"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn proxy_require_lists_unsupported() {
+    let mut h = Harness::new(core());
+    let message = INVITE.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nProxy-Require: foo, bar\r\n",
+    );
+    expect_reply(h.send(EDGE, Transport::Udp, message.as_bytes()), 420);
+    assert!(h.out().contains("\r\nUnsupported: foo, bar\r\n"));
+}
+
+#[test]
+fn oversized_body_gets_413() {
+    let mut h = Harness::new(core_with(&config("[limits]\nmax_body_bytes = 4\n")));
+    expect_reply(h.send(EDGE, Transport::Udp, INVITE.as_bytes()), 413);
+}
+
+#[test]
+fn options_probe_is_answered() {
+    let mut h = Harness::new(core());
+    let probe = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-o1\r\nMax-Forwards: 70\r\n\
+From: <sip:lb@192.0.2.10>;tag=o1\r\nTo: <sip:127.0.0.1:5060>\r\nCall-ID: probe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    expect_reply(h.send(EDGE, Transport::Udp, probe.as_bytes()), 200);
+    let zero_hops = probe
+        .replace(
+            "OPTIONS sip:127.0.0.1:5060",
+            "OPTIONS sip:gw@127.0.0.1:5090",
+        )
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    expect_reply(h.send(EDGE, Transport::Udp, zero_hops.as_bytes()), 200);
+    let forwarded = probe.replace(
+        "OPTIONS sip:127.0.0.1:5060",
+        "OPTIONS sip:gw@127.0.0.1:5090",
+    );
+    assert!(matches!(
+        h.send(EDGE, Transport::Udp, forwarded.as_bytes()),
+        Outcome::Forward { .. }
+    ));
+}
+
+#[test]
+fn junk_and_bad_acks_are_dropped() {
+    let mut h = Harness::new(core());
+    for (bytes, reason) in [
+        (&b"\r\n\r\n"[..], DropReason::KeepAlive),
+        (&b"hello world"[..], DropReason::Unparsable),
+        (
+            &b"SIP/2.0 200 OK\r\nVia: broken\r\n\r\n"[..],
+            DropReason::BadResponse,
+        ),
+        (
+            &b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 9\r\n\r\n"[..],
+            DropReason::BadAck,
+        ),
+        (
+            &b"SIP/2.0 200 OK\r\nl: 5\r\n\r\n"[..],
+            DropReason::BadResponse,
+        ),
+    ] {
+        match h.send(EDGE, Transport::Udp, bytes) {
+            Outcome::Drop { reason: got } => {
+                assert_eq!(got, reason, "{}", String::from_utf8_lossy(bytes))
+            }
+            other => panic!("expected a drop, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn full_call_table_answers_503() {
+    let mut h = Harness::new(core_with(&config("[calls]\nmax_active = 1\n")));
+    forwarded_invite(&mut h);
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    expect_reply(h.send(EDGE, Transport::Udp, second.as_bytes()), 503);
+    assert!(h.out().contains("\r\nRetry-After: 5\r\n"));
+}
+
+#[test]
+fn failed_final_response_ends_the_call() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+    let own_via = header_values(&out, "Via")[0].to_owned();
+    let response = format!(
+        "SIP/2.0 486 Busy Here\r\nVia: {own_via}, SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
+From: <sip:a@b>;tag=f1\r\nTo: <sip:c@d>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
+    let Outcome::Forward { event, .. } = outcome else {
+        panic!("expected a forward, got {outcome:?}");
+    };
+    assert_eq!(
+        event.map(|e| e.kind),
+        Some(CallEventKind::Ended { status: Some(486) })
+    );
+    let relayed = h.out();
+    assert!(relayed.contains("\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n"), "{relayed}");
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.tick(h.now + std::time::Duration::from_secs(33)), 1);
+}
