@@ -93,7 +93,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric. `store_backend` is the value of the `backend`
-    /// label of the store metrics. Fails only if two metrics share a name, which is a bug.
+    /// label of the store metrics. Fails only on an invalid or duplicate metric name, which is
+    /// a bug.
     pub fn new(
         store_backend: StoreBackend,
         sources: ScrapeSources,
@@ -308,6 +309,18 @@ impl Metrics {
                 self.store_errors[i][kind].inc();
             }
         }
+    }
+
+    /// Runs one store operation and records it with [`Metrics::store_op`].
+    pub async fn timed_store_op<T>(
+        &self,
+        op: StoreOp,
+        operation: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let started = std::time::Instant::now();
+        let result = operation.await;
+        self.store_op(op, started.elapsed(), &result);
+        result
     }
 
     /// Renders every metric in the Prometheus text format, version 0.0.4.

@@ -410,6 +410,45 @@ fn labels_stay_in_fixed_sets() {
     }
 }
 
+#[tokio::test]
+async fn timed_store_op_records_result() {
+    let metrics = fresh();
+    let ok = metrics
+        .timed_store_op(StoreOp::PutAlias, async { Ok::<_, StoreError>(7) })
+        .await;
+    assert_eq!(ok.unwrap(), 7);
+    let failed = metrics
+        .timed_store_op(StoreOp::PutAlias, async {
+            Err::<(), _>(StoreError::Closed)
+        })
+        .await;
+    assert!(matches!(failed, Err(StoreError::Closed)));
+
+    let text = metrics.render();
+    let operation = [("backend", "embedded"), ("operation", "put_alias")];
+    assert_eq!(
+        value_of(&text, "sipstamp_store_operations_total", &operation),
+        Some(2.0)
+    );
+    let closed = [
+        ("backend", "embedded"),
+        ("operation", "put_alias"),
+        ("error", "closed"),
+    ];
+    assert_eq!(
+        value_of(&text, "sipstamp_store_errors_total", &closed),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            "sipstamp_store_operation_duration_seconds_count",
+            &operation
+        ),
+        Some(2.0)
+    );
+}
+
 #[test]
 fn store_op_labels_match_enum() {
     for (i, op) in StoreOp::ALL.into_iter().enumerate() {
