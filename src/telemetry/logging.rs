@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::io::IsTerminal;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -59,19 +61,50 @@ pub fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, Lo
 /// `--log-format`) overrides `log.format`, and `RUST_LOG` overrides `log.level`.
 pub fn init(config: &LogConfig, format_flag: Option<LogFormat>) -> Result<(), LogInitError> {
     let rust_log = std::env::var(FILTER_ENV).ok();
-    let filter = build_filter(&config.level, rust_log.as_deref())?;
+    let format = format_flag.unwrap_or(config.format);
+    let colour = std::io::stderr().is_terminal();
+    let subscriber = build_subscriber(
+        &config.level,
+        rust_log.as_deref(),
+        format,
+        colour,
+        std::io::stderr,
+    )?;
+    // try_init also forwards the `log` crate's records from dependencies into tracing.
+    subscriber
+        .try_init()
+        .map_err(|_| LogInitError::AlreadyInstalled)
+}
+
+/// Builds the subscriber that [`init`] installs, writing to `writer`. `colour` enables ANSI
+/// colours in the text format; `init` sets it only when standard error is a terminal, so files
+/// and the journal get plain text.
+pub fn build_subscriber<W>(
+    level: &str,
+    rust_log: Option<&str>,
+    format: LogFormat,
+    colour: bool,
+    writer: W,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, LogInitError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = build_filter(level, rust_log)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format_flag.unwrap_or(config.format) {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        .with_ansi(colour)
+        .with_writer(writer);
+    let subscriber: Box<dyn tracing::Subscriber + Send + Sync> = match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish(),
+        ),
     };
-    installed.map_err(|_| LogInitError::AlreadyInstalled)
+    Ok(subscriber)
 }
 
 /// A value that may carry user data (a number, a URI, a header value). It prints as

@@ -639,3 +639,70 @@ fn redacted_hides_value() {
     assert_eq!(number.to_string(), "<redacted>");
     assert_eq!(format!("{number:?}"), "<redacted>");
 }
+
+/// A log writer that keeps every line in memory.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[test]
+fn json_log_line_fields() {
+    let buffer = SharedBuffer::default();
+    let writer = buffer.clone();
+    let subscriber =
+        logging::build_subscriber("info", None, LogFormat::Json, false, move || writer.clone())
+            .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(
+            transport = "udp",
+            callerid = %Redacted("+4930123456"),
+            "dropped an unparsable message"
+        );
+        tracing::debug!("below the configured level");
+    });
+
+    let text = buffer.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["message"], "dropped an unparsable message");
+    assert_eq!(line["transport"], "udp");
+    assert_eq!(line["callerid"], "<redacted>");
+    assert!(!text.contains("4930123456"), "{text}");
+}
+
+#[test]
+fn text_log_follows_rust_log() {
+    let buffer = SharedBuffer::default();
+    let writer = buffer.clone();
+    let subscriber =
+        logging::build_subscriber("warn", Some("debug"), LogFormat::Text, false, move || {
+            writer.clone()
+        })
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!("store ping finished");
+    });
+    let text = buffer.text();
+    assert!(text.contains("DEBUG"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour codes: {text:?}");
+    assert!(text.contains("store ping finished"), "{text}");
+    assert!(serde_json::from_str::<serde_json::Value>(text.trim()).is_err());
+}
