@@ -1,8 +1,9 @@
-//! The admin HTTP API for sessions: read and change session variables, read conversations,
-//! look up the sessionids of a caller, and erase sessions or whole tenants.
+//! The admin HTTP listener. The session API reads and changes session variables, reads
+//! conversations, looks up the sessionids of a caller, and erases sessions or whole tenants.
+//! The operations routes serve metrics and the health and readiness probes.
 //!
-//! Every route requires `Authorization: Bearer <token>`. Request bodies and callerids are never
-//! logged.
+//! Every session API route requires `Authorization: Bearer <token>`; the operations routes
+//! need none. Request bodies and callerids are never logged.
 
 use std::sync::Arc;
 
@@ -13,8 +14,13 @@ use crate::store::SessionStore;
 
 mod auth;
 mod handlers;
+mod health;
 mod token;
 
+pub use health::{
+    ops_routes, OpsState, Readiness, ReadinessReport, StorePing, METRICS_CONTENT_TYPE,
+    STORE_PING_TIMEOUT,
+};
 pub use token::{load_or_create_admin_token, AdminToken, TokenError, TOKEN_FILE_NAME};
 
 /// The reason a lookup returned no sessionids.
@@ -76,5 +82,7 @@ pub fn session_routes(state: AdminState) -> Router {
         ))
 }
 
+#[cfg(test)]
+mod health_tests;
 #[cfg(test)]
 mod tests;

@@ -198,6 +198,11 @@ pub trait SessionStore: Send + Sync {
 
     /// Returns the original sessionid that `sessionid` is an alias of, if any.
     fn resolve_alias<'a>(&'a self, sessionid: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Checks that the backend can serve requests, for the readiness probe. It writes nothing.
+    /// The embedded store checks that its writer thread runs and that a read transaction
+    /// opens. Redis sends PING under the op budget.
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Opens the store that `config` selects. The embedded store lives in `data_dir`.

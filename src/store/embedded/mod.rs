@@ -397,4 +397,17 @@ impl SessionStore for EmbeddedStore {
             })
         })
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let writer_running = self.writer.as_ref().is_some_and(|w| !w.is_finished());
+            if !writer_running || self.sender()?.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            self.read(|txn| {
+                txn.open_table(tables::SESSIONS).map_err(backend)?;
+                Ok(())
+            })
+        })
+    }
 }

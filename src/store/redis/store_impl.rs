@@ -226,4 +226,17 @@ impl SessionStore for RedisStore {
             within_budget(self.budget, self.query(&get)).await
         })
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let reply: String = within_budget(self.budget, self.query(&redis::cmd("PING"))).await?;
+            if reply == "PONG" {
+                Ok(())
+            } else {
+                Err(StoreError::Backend(format!(
+                    "PING returned {reply:?} instead of PONG"
+                )))
+            }
+        })
+    }
 }

@@ -10,6 +10,8 @@ use crate::store::{
 
 /// Runs every case against `store`, naming the backend and case in each failure.
 pub async fn run(store: Arc<dyn SessionStore>, backend: &str) {
+    println!("{backend}: ping");
+    store.ping().await.expect("ping of a working store");
     println!("{backend}: touch");
     touch_creates_then_counts(&*store).await;
     println!("{backend}: parallel touch");
