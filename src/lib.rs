@@ -8,5 +8,6 @@ pub mod message;
 pub mod proxy;
 pub mod pseudonym;
 pub mod store;
+pub mod transport;
 
 pub use pseudonym::session_id_command;
