@@ -1,5 +1,10 @@
 //! UDP: per configured address, one SO_REUSEPORT socket per worker, each served by a blocking
 //! receive loop on its own thread with one reused 64 KiB buffer and one [`Scratch`].
+//!
+//! A blocking loop was chosen over a current-thread tokio runtime per worker because it costs
+//! less CPU per datagram. `examples/udp_receive_loops.rs` (debug build, 2-vCPU VM, loopback echo
+//! of 500-byte datagrams, three rounds) measured about 2.1 µs against 2.7 µs of server CPU per
+//! datagram with 32 in flight, and 1.7 to 1.9 µs against 2.2 µs with one in flight.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
