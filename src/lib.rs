@@ -9,5 +9,6 @@ pub mod proxy;
 pub mod pseudonym;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 
 pub use pseudonym::session_id_command;

@@ -98,8 +98,13 @@ pub struct Limits {
     pub max_via: usize,
     /// Most TCP connections open at once.
     pub max_tcp_connections: usize,
+    /// Maximum TCP connections accepted from one source IP address at once.
+    pub max_tcp_connections_per_source: usize,
     /// Seconds a TCP connection may stay idle before it is closed.
     pub tcp_idle_timeout_secs: u64,
+    /// Seconds within which a TCP message must arrive completely once its first byte has
+    /// arrived; slower connections are closed.
+    pub tcp_header_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -111,7 +116,9 @@ impl Default for Limits {
             max_header_bytes: 8_192,
             max_via: 32,
             max_tcp_connections: 4_096,
+            max_tcp_connections_per_source: 64,
             tcp_idle_timeout_secs: 300,
+            tcp_header_timeout_secs: 10,
         }
     }
 }

@@ -109,3 +109,19 @@ fn documented_trunk_example_parses() {
     assert_eq!(config.trunks.len(), 1);
     assert_eq!(config.trunks[0].country_code, Some(49));
 }
+
+#[test]
+fn tcp_limits_defaults_and_validation() {
+    let config = Config::parse("", "test").expect("empty config is valid");
+    assert_eq!(config.limits.max_tcp_connections_per_source, 64);
+    assert_eq!(config.limits.tcp_header_timeout_secs, 10);
+
+    let text = "[limits]\nmax_tcp_connections_per_source = 0\ntcp_header_timeout_secs = 0\n";
+    assert_eq!(
+        problem_keys(text),
+        vec![
+            "limits.max_tcp_connections_per_source".to_owned(),
+            "limits.tcp_header_timeout_secs".to_owned(),
+        ]
+    );
+}

@@ -67,8 +67,20 @@ impl Config {
         if limits.max_tcp_connections == 0 {
             add("limits.max_tcp_connections".into(), "must be at least 1");
         }
+        if limits.max_tcp_connections_per_source == 0 {
+            add(
+                "limits.max_tcp_connections_per_source".into(),
+                "must be at least 1",
+            );
+        }
         if limits.tcp_idle_timeout_secs == 0 {
             add("limits.tcp_idle_timeout_secs".into(), "must be at least 1");
+        }
+        if limits.tcp_header_timeout_secs == 0 {
+            add(
+                "limits.tcp_header_timeout_secs".into(),
+                "must be at least 1",
+            );
         }
 
         if self.calls.max_active == 0 {
