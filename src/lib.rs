@@ -2,11 +2,13 @@
 //! inbound INVITEs before they reach a voice gateway.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod message;
 pub mod proxy;
 pub mod pseudonym;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

@@ -33,7 +33,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn classify(token: &[u8]) -> Self {
+    pub fn classify(token: &[u8]) -> Self {
         match token {
             b"INVITE" => Self::Invite,
             b"ACK" => Self::Ack,

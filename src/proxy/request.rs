@@ -13,7 +13,7 @@ use super::outcome::{
     CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,
     Outcome, Scratch,
 };
-use crate::identity::{self, IdentityInput};
+use crate::identity::{self, Identity, IdentityInput};
 use crate::message::edit::Editor;
 use crate::message::uri::Uri;
 use crate::message::value::{elements, trim};
@@ -258,13 +258,8 @@ impl Core {
         Some((transport, uri.socket_addr()?))
     }
 
-    /// Creates the identifiers of a new call from its first INVITE and adds it to the table.
-    fn create_call(
-        &self,
-        inbound: Inbound<'_>,
-        msg: &Message<'_>,
-        key: &[u8],
-    ) -> Result<(Arc<CallEntry>, bool), InsertError> {
+    /// Derives the caller identity of an INVITE from its headers and the sender's trunk.
+    fn derive_identity(&self, inbound: Inbound<'_>, msg: &Message<'_>) -> Identity {
         let mut input = IdentityInput::default();
         for header in msg.headers {
             let value = msg.bytes(header);
@@ -280,7 +275,32 @@ impl Core {
             }
         }
         let trunk = self.trust.classify(inbound.source.ip());
-        let identity = identity::derive(&input, trunk);
+        identity::derive(&input, trunk)
+    }
+
+    /// Returns the identity an initial INVITE would get, without creating a call. For the
+    /// `inspect` command; `None` for any other message.
+    pub fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
+        let mut headers = Vec::new();
+        let scanned = crate::message::scan(inbound.bytes, &self.limits, &mut headers).ok()?;
+        let msg = Message {
+            buf: inbound.bytes,
+            scanned: &scanned,
+            headers: &headers,
+        };
+        let initial_invite =
+            msg.method() == Some(Method::Invite) && msg.tag(HeaderName::To).is_none();
+        initial_invite.then(|| self.derive_identity(inbound, &msg))
+    }
+
+    /// Creates the identifiers of a new call from its first INVITE and adds it to the table.
+    fn create_call(
+        &self,
+        inbound: Inbound<'_>,
+        msg: &Message<'_>,
+        key: &[u8],
+    ) -> Result<(Arc<CallEntry>, bool), InsertError> {
+        let identity = self.derive_identity(inbound, msg);
         let request_user = match msg.scanned.start {
             StartLine::Request { ref uri, .. } => {
                 Uri::parse(&msg.buf[uri.clone()]).and_then(|u| u.user)

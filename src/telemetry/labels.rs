@@ -65,7 +65,7 @@ pub fn reply_class_index(status: u16) -> usize {
 /// Causes of proxy-generated replies. The scan failures use the labels of
 /// [`crate::message::ScanError::as_str`]; a reason the proxy reports that is not listed here is
 /// counted as `other`.
-pub const REPLY_REASONS: [&str; 19] = [
+pub const REPLY_REASONS: [&str; 28] = [
     "message_too_large",
     "body_too_large",
     "too_many_headers",
@@ -76,19 +76,28 @@ pub const REPLY_REASONS: [&str; 19] = [
     "unterminated",
     "bad_content_length",
     "truncated",
-    "bad_request",
-    "max_forwards",
-    "loop_detected",
+    "bad_via",
+    "missing_from",
+    "missing_to",
+    "missing_call_id",
+    "bad_cseq",
+    "cseq_mismatch",
+    "too_many_via",
     "unsupported_uri_scheme",
-    "call_does_not_exist",
-    "overloaded",
-    "store_unavailable",
+    "bad_request_uri",
+    "bad_max_forwards",
+    "proxy_require",
+    "options_probe",
+    "max_forwards",
+    "call_table_full",
+    "no_route",
     "draining",
+    "rate_limited",
     "other",
 ];
 
 /// Returns the index of `reason` in [`REPLY_REASONS`], or that of `other`. Replies are rare,
-/// so a linear search over 19 short strings is cheap enough here.
+/// so a linear search over these short strings is cheap enough here.
 pub fn reply_reason_index(reason: &str) -> usize {
     REPLY_REASONS
         .iter()
@@ -96,13 +105,15 @@ pub fn reply_reason_index(reason: &str) -> usize {
         .unwrap_or(REPLY_REASONS.len() - 1)
 }
 
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 8] = [
     "unparsable",
     "bad_response",
     "via_not_ours",
     "bad_ack",
     "keepalive",
     "no_next_hop",
+    "pending",
+    "no_route",
 ];
 
 pub fn drop_reason_index(reason: DropReason) -> usize {
@@ -113,6 +124,8 @@ pub fn drop_reason_index(reason: DropReason) -> usize {
         DropReason::BadAck => 3,
         DropReason::KeepAlive => 4,
         DropReason::NoNextHop => 5,
+        DropReason::Pending => 6,
+        DropReason::NoRoute => 7,
     }
 }
 
@@ -130,16 +143,7 @@ pub fn identity_source_index(source: IdentitySource) -> usize {
 
 pub const BOOLEANS: [&str; 2] = ["false", "true"];
 
-/// Whether the caller of a new call had a session before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Returning {
-    /// The session existed.
-    Yes,
-    /// The call created the session.
-    No,
-    /// Not known: the call is anonymous, or the store did not respond within its budget.
-    Unknown,
-}
+pub use crate::proxy::Returning;
 
 pub const RETURNING: [&str; 3] = ["true", "false", "unknown"];
 

@@ -1,0 +1,532 @@
+//! `sipstamp run`: wires configuration, keys, store, proxy core, transports and the admin
+//! listener together, and runs until SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use crate::admin::{self, AdminState, LookupError, OpsState, Readiness};
+use crate::cli::LogFormatArg;
+use crate::config::Config;
+use crate::identity::TrustMap;
+use crate::message::Method;
+use crate::message::Transport;
+use crate::proxy::MessageKind;
+use crate::proxy::{CallEvent, CallEventKind, Core, Inbound, NewCall, Outcome, Returning, Scratch};
+use crate::pseudonym::KeyRing;
+use crate::store::{self, Conversation, SessionStore, SessionTouch, StoreError};
+use crate::telemetry::{Metrics, ScrapeSources, StoreOp};
+use crate::transport::{FramingError, Listeners, MessageHandler, Sender, TransportStats};
+
+/// Most store writes (conversation records and retried session updates) queued at once.
+const STORE_QUEUE: usize = 65_536;
+/// Most new calls waiting for the store at once; beyond it calls go on with an unknown
+/// returning-caller value instead of waiting.
+const MAX_PENDING_TOUCHES: usize = 8_192;
+
+pub fn run(config_path: Option<&Path>, log_format: Option<LogFormatArg>) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = log_format.map(|f| match f {
+        LogFormatArg::Text => crate::config::LogFormat::Text,
+        LogFormatArg::Json => crate::config::LogFormat::Json,
+    });
+    if let Err(error) = crate::telemetry::logging::init(&config.log, format) {
+        eprintln!("cannot set up logging: {error}");
+        return ExitCode::FAILURE;
+    }
+    let origin = config_path.map_or("(embedded default)".to_owned(), |p| p.display().to_string());
+    info!(config = %origin, "sipstamp starting");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sipstamp-rt")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "sipstamp stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    crate::identity::warm_up();
+    let (keys, created) = KeyRing::load_or_create(&config)?;
+    for tenant in created {
+        warn!(
+            tenant = %tenant,
+            data_dir = %config.data_dir.display(),
+            "no secret key configured: created a random one in the data folder; back it up, or sessionids change when it is lost"
+        );
+    }
+
+    let store = store::open_store(&config.store, &config.data_dir).await?;
+    info!(backend = ?config.store.backend, "session store open");
+    let sweeper = store::spawn_sweeper(Arc::clone(&store), Duration::from_secs(3600));
+
+    let core = Arc::new(Core::new(&config, keys, TrustMap::from_config(&config)));
+    let transport_stats: Arc<OnceLock<Arc<TransportStats>>> = Arc::new(OnceLock::new());
+    let metrics = Arc::new(Metrics::new(
+        config.store.backend,
+        scrape_sources(Arc::clone(&core), Arc::clone(&transport_stats)),
+    )?);
+    let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
+
+    let (jobs, job_rx) = mpsc::channel(STORE_QUEUE);
+    tokio::spawn(store_writer(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        job_rx,
+    ));
+    let driver = Arc::new(Driver {
+        core: Arc::clone(&core),
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        runtime: tokio::runtime::Handle::current(),
+        budget: Duration::from_millis(config.store.op_budget_ms),
+        pending: Arc::new(Semaphore::new(MAX_PENDING_TOUCHES)),
+        jobs,
+    });
+    let listeners = Listeners::start(&config, driver)?;
+    let _ = transport_stats.set(listeners.stats());
+    readiness.set_listeners_bound(true);
+
+    let ticker_core = Arc::clone(&core);
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            let removed = ticker_core.tick(Instant::now());
+            if removed > 0 {
+                debug!(removed, "call table swept");
+            }
+        }
+    });
+
+    let ops = OpsState {
+        metrics: Arc::clone(&metrics),
+        readiness: Arc::clone(&readiness),
+    };
+    let admin = start_admin(&config, Arc::clone(&store), Arc::clone(&core), ops).await?;
+
+    wait_for_shutdown().await;
+    info!("shutting down");
+    admin.abort();
+    ticker.abort();
+    sweeper.abort();
+    tokio::task::spawn_blocking(move || listeners.shutdown()).await?;
+    info!("sipstamp stopped");
+    Ok(())
+}
+
+async fn start_admin(
+    config: &Config,
+    store: Arc<dyn SessionStore>,
+    core: Arc<Core>,
+    ops: OpsState,
+) -> Result<tokio::task::JoinHandle<()>, Box<dyn std::error::Error>> {
+    let (token, token_path) = admin::load_or_create_admin_token(&config.data_dir)?;
+    info!(token_file = %token_path.display(), "admin API token file");
+    let lookup = move |instance: &str, callerid: &str| -> Result<Vec<String>, LookupError> {
+        let release = core
+            .keys()
+            .release_by_id(instance)
+            .ok_or(LookupError::UnknownInstance)?;
+        let canonical = canonical_callerid(callerid)?;
+        Ok(release.sessionids_all_keys(&canonical))
+    };
+    let router = admin::ops_routes(ops).merge(admin::session_routes(AdminState {
+        store,
+        lookup: Arc::new(lookup),
+        token,
+    }));
+    let listener = tokio::net::TcpListener::bind(config.admin.listen).await?;
+    info!(addr = %listener.local_addr()?, "admin listener started");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            error!(%error, "admin listener failed");
+        }
+    }))
+}
+
+/// Builds the readers that metrics call at scrape time for values other layers keep.
+fn scrape_sources(core: Arc<Core>, stats: Arc<OnceLock<Arc<TransportStats>>>) -> ScrapeSources {
+    let connections = Arc::clone(&stats);
+    ScrapeSources {
+        active_calls: Box::new(move || core.active_calls() as u64),
+        tcp_connections: Box::new(move || {
+            connections.get().map_or(0, |s| {
+                s.tcp_connections.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        }),
+        tcp_framing_errors: Box::new(move || {
+            stats.get().map_or(0, |s| {
+                FramingError::ALL
+                    .iter()
+                    .map(|reason| s.framing_errors(*reason))
+                    .sum()
+            })
+        }),
+    }
+}
+
+/// Canonicalises a callerid given to the lookup API: canonical forms pass as they are, other
+/// numbers are normalised as if sent by an untrusted peer.
+fn canonical_callerid(callerid: &str) -> Result<String, LookupError> {
+    let trimmed = callerid.trim();
+    if trimmed.starts_with("sip:") || trimmed.starts_with("local:") {
+        return Ok(trimmed.to_owned());
+    }
+    let policy = crate::identity::TrunkPolicy::default();
+    crate::identity::normalise_number(trimmed, &policy).map_err(|_| LookupError::InvalidCallerid)
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            error!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+/// Work for the store that must not hold up forwarding.
+enum StoreJob {
+    Touch {
+        sessionid: Arc<str>,
+        tenant: Arc<str>,
+        instance: Arc<str>,
+        key_id: Arc<str>,
+        at: u64,
+    },
+    Start(Conversation),
+    Event(CallEvent, u64),
+}
+
+/// Connects the transports to the core and the store.
+struct Driver {
+    core: Arc<Core>,
+    store: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+    budget: Duration,
+    pending: Arc<Semaphore>,
+    jobs: mpsc::Sender<StoreJob>,
+}
+
+impl MessageHandler for Driver {
+    fn on_message(&self, inbound: Inbound<'_>, scratch: &mut Scratch, sender: &Sender) {
+        let received = Instant::now();
+        if let Some(kind) = peek_kind(inbound.bytes) {
+            self.metrics.received(kind, inbound.transport);
+        }
+        let outcome = self.core.handle(inbound, scratch);
+        match &outcome {
+            Outcome::Forward {
+                transport,
+                dest,
+                new_call: Some(new_call),
+                ..
+            } => {
+                self.metrics.call_started(&new_call.ids);
+                let out = std::mem::take(&mut scratch.out);
+                self.start_call(new_call, *transport, *dest, out, sender, received);
+                return;
+            }
+            Outcome::Forward {
+                transport,
+                dest,
+                event,
+                ..
+            } => {
+                send(sender, *transport, *dest, &scratch.out);
+                if let Some(event) = event {
+                    self.queue(StoreJob::Event(event.clone(), store::now_ms()));
+                }
+            }
+            Outcome::Reply {
+                transport,
+                dest,
+                status,
+                reason,
+                ..
+            } => {
+                debug!(source = %inbound.source, status, reason, "request rejected by the proxy");
+                send(sender, *transport, *dest, &scratch.out);
+            }
+            Outcome::Drop { reason } => {
+                debug!(source = %inbound.source, reason = reason.as_str(), bytes = inbound.bytes.len(), "message dropped");
+            }
+        }
+        self.metrics
+            .observe(&outcome, inbound.transport, received.elapsed());
+    }
+}
+
+/// Classifies a message by its first bytes for the received counters, without scanning it.
+fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
+    if let Some(rest) = bytes.strip_prefix(b"SIP/2.0 ") {
+        let code = rest.get(..3)?;
+        let status = std::str::from_utf8(code).ok()?.parse().ok()?;
+        return Some(MessageKind::Response(status));
+    }
+    let end = memchr::memchr(b' ', bytes)?;
+    Some(MessageKind::Request(Method::classify(&bytes[..end])))
+}
+
+impl Driver {
+    /// Registers a new call with the store within the time budget, stamps the answer and sends
+    /// the INVITE. Anonymous calls create no session.
+    fn start_call(
+        &self,
+        new_call: &NewCall,
+        transport: Transport,
+        dest: SocketAddr,
+        mut out: Vec<u8>,
+        sender: &Sender,
+        received: Instant,
+    ) {
+        let ids = new_call.ids.clone();
+        let outcome_kind = MessageKind::Request(Method::Invite);
+        let now = store::now_ms();
+        self.queue(StoreJob::Start(Conversation {
+            conversationid: ids.conversationid.to_string(),
+            sessionid: ids.sessionid.to_string(),
+            tenant: ids.tenant.to_string(),
+            callid: ids.callid.to_string(),
+            release: ids.instance_id.to_string(),
+            started_at_ms: now,
+            answered_at_ms: None,
+            ended_at_ms: None,
+            final_status: None,
+            anonymous: ids.anonymous,
+            identity_source: ids.source.as_str().to_owned(),
+        }));
+        if ids.anonymous {
+            self.core.finish_new_call(new_call, &mut out, Returning::No);
+            self.metrics.returning(Returning::No);
+            send(sender, transport, dest, &out);
+            self.metrics.observe(
+                &forwarded(transport, dest, outcome_kind),
+                transport,
+                received.elapsed(),
+            );
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+            warn!(callid = %ids.callid, "too many calls waiting for the store; forwarding without a returning-caller answer");
+            self.queue(touch_job(&ids, now));
+            self.core
+                .finish_new_call(new_call, &mut out, Returning::Unknown);
+            self.metrics.returning(Returning::Unknown);
+            send(sender, transport, dest, &out);
+            self.metrics.observe(
+                &forwarded(transport, dest, outcome_kind),
+                transport,
+                received.elapsed(),
+            );
+            return;
+        };
+        let core = Arc::clone(&self.core);
+        let store = Arc::clone(&self.store);
+        let metrics = Arc::clone(&self.metrics);
+        let new_call = new_call.clone();
+        let jobs = self.jobs.clone();
+        let sender = sender.clone();
+        let budget = self.budget;
+        let span = info_span!("call", callid = %ids.callid, sessionid = %ids.sessionid, conversationid = %ids.conversationid);
+        self.runtime.spawn(
+            async move {
+                let _permit = permit;
+                let other_calls_active = core.active_calls_in_session(&ids.sessionid) > 1;
+                let touch = SessionTouch {
+                    sessionid: &ids.sessionid,
+                    tenant: &ids.tenant,
+                    instance: &ids.instance_id,
+                    key_id: &ids.key_id,
+                    now,
+                    other_calls_active,
+                };
+                let touched = metrics.timed_store_op(StoreOp::TouchSession, store.touch_session(touch));
+                let returning = match tokio::time::timeout(budget, touched).await {
+                    Ok(Ok(touch)) => {
+                        // A caller whose identity could be spoofed is never told apart as
+                        // returning, so a forged From cannot reach another caller's history.
+                        if touch.returning && ids.assurance >= crate::identity::Assurance::Medium {
+                            Returning::Yes
+                        } else {
+                            Returning::No
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        warn!(%error, "session store failed; the session update is queued for retry");
+                        let _ = jobs.try_send(touch_job(&ids, now));
+                        Returning::Unknown
+                    }
+                    Err(_) => {
+                        warn!(budget_ms = budget.as_millis() as u64, "session store did not answer within the budget");
+                        Returning::Unknown
+                    }
+                };
+                core.finish_new_call(&new_call, &mut out, returning);
+                metrics.returning(returning);
+                send(&sender, transport, dest, &out);
+                metrics.observe(&forwarded(transport, dest, outcome_kind), transport, received.elapsed());
+                debug!(returning = returning.as_str(), "new call forwarded");
+            }
+            .instrument(span),
+        );
+    }
+
+    fn queue(&self, job: StoreJob) {
+        if self.jobs.try_send(job).is_err() {
+            warn!("store write queue full; a conversation record was not written");
+        }
+    }
+}
+
+/// The outcome of a new call's INVITE as counted once it is sent.
+fn forwarded(transport: Transport, dest: SocketAddr, kind: MessageKind) -> Outcome {
+    Outcome::Forward {
+        transport,
+        dest,
+        kind,
+        direction: crate::proxy::Direction::ToUpstream,
+        new_call: None,
+        event: None,
+    }
+}
+
+fn touch_job(ids: &crate::proxy::CallIds, at: u64) -> StoreJob {
+    StoreJob::Touch {
+        sessionid: Arc::clone(&ids.sessionid),
+        tenant: Arc::clone(&ids.tenant),
+        instance: Arc::clone(&ids.instance_id),
+        key_id: Arc::clone(&ids.key_id),
+        at,
+    }
+}
+
+fn send(sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
+    if let Err(error) = sender.send(transport, dest, bytes.to_vec()) {
+        debug!(%error, "send failed");
+    }
+}
+
+/// Writes conversation records and retries failed session updates off the call path.
+///
+/// Jobs are taken in batches and run concurrently, so a store that batches commits can group
+/// them. Conversation starts of a batch complete before its other jobs, so an answer or an end
+/// never overtakes the start it belongs to.
+async fn store_writer(
+    store: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+    mut jobs: mpsc::Receiver<StoreJob>,
+) {
+    const BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(BATCH);
+    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        let (starts, rest): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .partition(|job| matches!(job, StoreJob::Start(_)));
+        for group in [starts, rest] {
+            let mut tasks = tokio::task::JoinSet::new();
+            for job in group {
+                tasks.spawn(run_job(Arc::clone(&store), Arc::clone(&metrics), job));
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Runs one store job, retrying transient failures with growing pauses.
+async fn run_job(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>, job: StoreJob) {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        let result = match &job {
+            StoreJob::Touch {
+                sessionid,
+                tenant,
+                instance,
+                key_id,
+                at,
+            } => {
+                let touch = SessionTouch {
+                    sessionid,
+                    tenant,
+                    instance,
+                    key_id,
+                    now: *at,
+                    other_calls_active: true,
+                };
+                metrics
+                    .timed_store_op(StoreOp::TouchSession, store.touch_session(touch))
+                    .await
+                    .map(|_| ())
+            }
+            StoreJob::Start(conversation) => {
+                let started = store.start_conversation(conversation.clone());
+                metrics
+                    .timed_store_op(StoreOp::StartConversation, started)
+                    .await
+            }
+            StoreJob::Event(event, at) => match event.kind {
+                CallEventKind::Answered => {
+                    let answered = store.answer_conversation(&event.conversationid, *at);
+                    metrics
+                        .timed_store_op(StoreOp::AnswerConversation, answered)
+                        .await
+                }
+                CallEventKind::Ended { status } => {
+                    let status = status.unwrap_or(200);
+                    let ended = store.end_conversation(&event.conversationid, *at, status);
+                    metrics
+                        .timed_store_op(StoreOp::EndConversation, ended)
+                        .await
+                }
+            },
+        };
+        match result {
+            Ok(()) => return,
+            Err(error @ (StoreError::Timeout(_) | StoreError::Backend(_)))
+                if attempt < ATTEMPTS =>
+            {
+                debug!(%error, attempt, "store write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(error) => {
+                error!(%error, attempt, "store write failed; giving up on it");
+                return;
+            }
+        }
+    }
+}
