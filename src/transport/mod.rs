@@ -28,6 +28,9 @@ use crate::proxy::{Inbound, Scratch};
 pub trait MessageHandler: Send + Sync + 'static {
     /// Handles one framed message. It is called on a UDP worker thread or a TCP runtime thread,
     /// and sends whatever it wants through `sender`.
+    ///
+    /// NOTE: on TCP it runs inside a tokio task, so a long blocking wait stalls the other
+    /// connections served by the same runtime thread.
     fn on_message(&self, inbound: Inbound<'_>, scratch: &mut Scratch, sender: &Sender);
 }
 
@@ -83,8 +86,7 @@ impl TcpSettings {
     }
 }
 
-/// The running listeners. Dropping them without [`Listeners::shutdown`] leaves the UDP worker
-/// threads running until the process exits.
+/// The running listeners. Dropping them does the same as [`Listeners::shutdown`].
 pub struct Listeners {
     sender: Sender,
     udp: udp::UdpWorkers,
@@ -165,12 +167,15 @@ impl Listeners {
     /// It blocks for up to about a second; inside an async runtime, call it through
     /// `spawn_blocking`.
     pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        // The fields drop after this: the UDP workers stop, then the TCP runtime.
         self.sender.close();
-        self.udp.shutdown();
-        if let Some(tcp) = self.tcp {
-            tcp.shutdown();
-        }
-        tracing::info!("SIP listeners stopped");
+        tracing::info!("SIP listeners stopping");
     }
 }
 

@@ -94,27 +94,30 @@ impl Bound {
 
     /// Starts one accept loop per listening socket.
     pub fn run(self, sender: &Sender) -> Result<TcpListeners, TransportError> {
-        let _guard = self.runtime.enter();
-        for (std_listener, &addr) in self.listeners.into_iter().zip(&self.local) {
+        let handle = self.runtime.handle().clone();
+        // Owned by the result from here on, so an error below still stops the runtime safely.
+        let running = TcpListeners {
+            runtime: Some(self.runtime),
+            local: self.local.clone(),
+        };
+        let _guard = handle.enter();
+        for (std_listener, addr) in self.listeners.into_iter().zip(self.local) {
             let listener =
                 TcpListener::from_std(std_listener).map_err(|source| TransportError::Bind {
                     transport: "TCP",
                     addr,
                     source,
                 })?;
-            self.runtime
-                .spawn(accept_loop(listener, addr, sender.clone()));
+            handle.spawn(accept_loop(listener, addr, sender.clone()));
         }
-        Ok(TcpListeners {
-            runtime: self.runtime,
-            local: self.local,
-        })
+        Ok(running)
     }
 }
 
-/// The running TCP side.
+/// The running TCP side. Dropping it drops every task, which closes the listeners and
+/// connections.
 pub(super) struct TcpListeners {
-    runtime: Runtime,
+    runtime: Option<Runtime>,
     local: Vec<SocketAddr>,
 }
 
@@ -122,14 +125,18 @@ impl TcpListeners {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
     }
+}
 
-    /// Drops every task, which closes the listeners and connections.
-    pub fn shutdown(self) {
+impl Drop for TcpListeners {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         if Handle::try_current().is_ok() {
             // Blocking inside a runtime would panic, so the threads finish in the background.
-            self.runtime.shutdown_background();
+            runtime.shutdown_background();
         } else {
-            self.runtime.shutdown_timeout(Duration::from_secs(1));
+            runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::message::Transport;
 
 const WAIT: Duration = Duration::from_secs(5);
 const OPTIONS: &[u8] = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
+/// A datagram that makes the test handler panic.
+const PANIC: &[u8] = b"PANIC";
 const MESSAGE: &[u8] = b"MESSAGE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK2\r\nl: 5\r\n\r\nhello";
 
 /// One message as the handler received it.
@@ -29,6 +31,7 @@ struct EchoHandler {
 
 impl MessageHandler for EchoHandler {
     fn on_message(&self, inbound: Inbound<'_>, scratch: &mut Scratch, sender: &Sender) {
+        assert_ne!(inbound.bytes, PANIC, "handler panic requested by the test");
         scratch.out.clear();
         scratch.out.extend_from_slice(inbound.bytes);
         let _ = self.received.lock().unwrap().send(Received {
@@ -146,6 +149,22 @@ fn udp_datagram_echoed_from_sip_port() {
     let received = harness.next_message();
     assert_eq!(received.transport, Transport::Udp);
     assert_eq!(received.source, client.local_addr().unwrap());
+}
+
+#[test]
+fn udp_worker_survives_handler_panic() {
+    let harness = Harness::start(|_| {});
+    let listen = harness.listeners().udp_addrs()[0];
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+
+    // Datagrams from one source reach the same SO_REUSEPORT socket, so the same worker.
+    client.send_to(PANIC, listen).unwrap();
+    client.send_to(OPTIONS, listen).unwrap();
+
+    let mut buf = [0u8; 2048];
+    let (len, _) = client.recv_from(&mut buf).expect("echo within 5 s");
+    assert_eq!(&buf[..len], OPTIONS);
 }
 
 #[test]
