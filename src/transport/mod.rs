@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use framing::{next_frame, Frame, FrameLimits, FramingError};
+pub use framing::{next_frame, next_frame_resumed, Frame, FrameLimits, FramingError, Progress};
 pub use sender::{SendError, Sender};
 pub use stats::{SendErrorKind, TransportStats};
 
@@ -56,7 +56,9 @@ pub(crate) struct TcpSettings {
     pub frame_limits: FrameLimits,
     pub max_connections: usize,
     pub max_connections_per_source: usize,
-    /// A connection with no complete message for this long is closed.
+    /// A connection with no complete message for this long is closed. Only received traffic
+    /// counts, so an outbound connection whose peer never writes is closed and reopened by the
+    /// next send.
     pub idle_timeout: Duration,
     /// A message (head and body) must arrive completely within this time of its first byte.
     pub header_timeout: Duration,

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::framing::{next_frame, Frame};
+use super::framing::{next_frame_resumed, Frame, Progress};
 use super::stats::{SendErrorKind, TransportStats};
 use super::{Sender, TcpSettings, TransportError};
 use crate::message::Transport;
@@ -405,10 +405,11 @@ async fn read_loop(
     let mut scratch = Scratch::default();
     let mut last_frame = Instant::now();
     let mut message_started: Option<Instant> = None;
+    let mut progress = Progress::default();
 
     loop {
         loop {
-            match next_frame(&buf, &settings.frame_limits) {
+            match next_frame_resumed(&buf, &settings.frame_limits, &mut progress) {
                 Frame::Incomplete => break,
                 Frame::KeepAlive { len, ping } => {
                     if ping {
@@ -416,11 +417,13 @@ async fn read_loop(
                         let _ = enqueue(queue, PONG.to_vec());
                     }
                     buf.advance(len);
+                    progress = Progress::default();
                     last_frame = Instant::now();
                 }
                 Frame::Message { len } => {
                     deliver(sender, peer, &buf[..len], &mut scratch);
                     buf.advance(len);
+                    progress = Progress::default();
                     last_frame = Instant::now();
                     message_started = None;
                 }
