@@ -39,9 +39,8 @@ impl MessageHandler for EchoHandler {
             transport: inbound.transport,
             bytes: inbound.bytes.to_vec(),
         });
-        sender
-            .send(inbound.transport, inbound.source, scratch.out.clone())
-            .expect("echo send");
+        // A failed echo is counted in the stats; the tests that need the echo read it.
+        let _ = sender.send(inbound.transport, inbound.source, scratch.out.clone());
     }
 }
 
@@ -441,4 +440,49 @@ fn bind_error_names_address() {
         "{text}"
     );
     assert!(text.contains("TCP"), "{text}");
+}
+
+#[test]
+fn tcp_oversized_head_closes_without_delivery() {
+    let harness = Harness::start(|s| s.frame_limits.max_head_bytes = 512);
+    let mut stream = harness.connect();
+
+    stream
+        .write_all(b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nX-Pad: ")
+        .unwrap();
+    stream.write_all(&[b'a'; 600]).unwrap();
+
+    assert!(closed_by_peer(&mut stream));
+    let stats = harness.stats();
+    assert_eq!(stats.framing_errors(FramingError::HeadTooLarge), 1);
+    assert!(harness.received.try_recv().is_err());
+}
+
+#[test]
+fn tcp_full_write_queue_drops_and_reader_continues() {
+    let harness = Harness::start(|s| s.write_queue = 2);
+    let mut stream = harness.connect();
+    stream.write_all(OPTIONS).unwrap();
+    harness.next_message();
+    let peer = stream.local_addr().unwrap();
+
+    // The client never reads, so the socket buffers fill and then the queue does.
+    let sender = harness.listeners().sender();
+    let large = vec![b'x'; 64 * 1024];
+    let full = (0..1000).any(|_| {
+        let result = sender.send(Transport::Tcp, peer, large.clone());
+        matches!(
+            result,
+            Err(SendError {
+                kind: SendErrorKind::QueueFull,
+                ..
+            })
+        )
+    });
+    assert!(full, "queue never filled within 1000 sends of 64 KiB");
+    assert!(harness.stats().send_errors(SendErrorKind::QueueFull) >= 1);
+
+    // The blocked writer does not stop the reader.
+    stream.write_all(MESSAGE).unwrap();
+    assert_eq!(harness.next_message().bytes, MESSAGE);
 }
