@@ -486,3 +486,57 @@ fn tcp_full_write_queue_drops_and_reader_continues() {
     stream.write_all(MESSAGE).unwrap();
     assert_eq!(harness.next_message().bytes, MESSAGE);
 }
+
+#[test]
+fn udp_send_without_matching_family() {
+    let harness = Harness::start(|_| {});
+    let dest: SocketAddr = "[::1]:5060".parse().unwrap();
+
+    let error = harness
+        .listeners()
+        .sender()
+        .send(Transport::Udp, dest, OPTIONS.to_vec())
+        .expect_err("no IPv6 listener");
+
+    assert_eq!(error.kind, SendErrorKind::NoSocket);
+    assert_eq!(harness.stats().send_errors(SendErrorKind::NoSocket), 1);
+}
+
+#[test]
+fn ipv6_loopback_udp_and_tcp() {
+    // Skipped where the host has no IPv6 loopback.
+    let Ok(client) = UdpSocket::bind("[::1]:0") else {
+        return;
+    };
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut config = Config::load(None).expect("default config");
+    let local: SocketAddr = "[::1]:0".parse().unwrap();
+    config.sip.udp = vec![local];
+    config.sip.tcp = vec![local];
+    config.sip.workers = 1;
+    let (tx, received) = mpsc::channel();
+    let handler = Arc::new(EchoHandler {
+        received: Mutex::new(tx),
+    });
+    let listeners = Listeners::start(&config, handler).expect("start on ::1");
+
+    client.send_to(OPTIONS, listeners.udp_addrs()[0]).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, from) = client.recv_from(&mut buf).expect("echo within 5 s");
+    assert_eq!(&buf[..len], OPTIONS);
+    assert_eq!(from, listeners.udp_addrs()[0]);
+
+    let mut stream = TcpStream::connect(listeners.tcp_addrs()[0]).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(MESSAGE).unwrap();
+    assert_eq!(read_exact(&mut stream, MESSAGE.len()), MESSAGE);
+    assert_eq!(
+        received.recv_timeout(WAIT).unwrap().transport,
+        Transport::Udp
+    );
+    assert_eq!(
+        received.recv_timeout(WAIT).unwrap().transport,
+        Transport::Tcp
+    );
+    listeners.shutdown();
+}
