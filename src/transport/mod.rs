@@ -54,7 +54,9 @@ pub enum TransportError {
 #[derive(Debug, Clone)]
 pub(crate) struct TcpSettings {
     pub frame_limits: FrameLimits,
+    /// Limit on accepted connections, and separately on outbound ones.
     pub max_connections: usize,
+    /// Limit on accepted connections from one source IP address.
     pub max_connections_per_source: usize,
     /// A connection with no complete message for this long is closed. Only received traffic
     /// counts, so an outbound connection whose peer never writes is closed and reopened by the

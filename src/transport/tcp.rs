@@ -87,7 +87,8 @@ impl Bound {
             settings,
             connections: DashMap::new(),
             per_source: Mutex::new(HashMap::new()),
-            total: AtomicUsize::new(0),
+            accepted: AtomicUsize::new(0),
+            outbound: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         }
     }
@@ -148,7 +149,10 @@ pub(crate) struct Registry {
     connections: DashMap<SocketAddr, Connection>,
     /// Accepted connections per source IP address.
     per_source: Mutex<HashMap<IpAddr, usize>>,
-    total: AtomicUsize,
+    /// Accepted and outbound connections are limited separately, so that a flood of accepted
+    /// connections cannot stop the proxy from reaching the upstream.
+    accepted: AtomicUsize,
+    outbound: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -208,15 +212,16 @@ impl Registry {
 
     /// Takes a place within the connection limits, released when the returned slot drops.
     fn reserve(&self, sender: &Sender, peer: SocketAddr, inbound: bool) -> Option<Slot> {
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.settings.max_connections {
-            self.total.fetch_sub(1, Ordering::Relaxed);
+        let total = self.total(inbound);
+        if total.fetch_add(1, Ordering::Relaxed) >= self.settings.max_connections {
+            total.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         if inbound {
             let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_source.entry(peer.ip()).or_default();
             if *count >= self.settings.max_connections_per_source {
-                self.total.fetch_sub(1, Ordering::Relaxed);
+                total.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
             *count += 1;
@@ -228,6 +233,14 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             inbound,
         })
+    }
+
+    fn total(&self, inbound: bool) -> &AtomicUsize {
+        if inbound {
+            &self.accepted
+        } else {
+            &self.outbound
+        }
     }
 
     pub fn clear(&self) {
@@ -276,7 +289,7 @@ impl Drop for Slot {
                 }
             }
         }
-        registry.total.fetch_sub(1, Ordering::Relaxed);
+        registry.total(self.inbound).fetch_sub(1, Ordering::Relaxed);
         TransportStats::sub(&self.sender.shared.stats.tcp_connections);
     }
 }

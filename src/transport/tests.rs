@@ -540,3 +540,35 @@ fn ipv6_loopback_udp_and_tcp() {
     );
     listeners.shutdown();
 }
+
+#[test]
+fn outbound_limit_separate_from_accepted() {
+    let harness = Harness::start(|s| s.max_connections = 1);
+    let mut accepted = harness.connect();
+    accepted.write_all(b"\r\n\r\n").unwrap();
+    assert_eq!(read_exact(&mut accepted, 2), b"\r\n");
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sender = harness.listeners().sender();
+
+    // The accepted connection uses the whole inbound budget; the outbound one still opens.
+    sender
+        .send(
+            Transport::Tcp,
+            upstream.local_addr().unwrap(),
+            OPTIONS.to_vec(),
+        )
+        .expect("outbound send");
+    let (mut outbound, _) = upstream.accept().expect("outbound connection");
+    outbound.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(read_exact(&mut outbound, OPTIONS.len()), OPTIONS);
+
+    let error = sender
+        .send(
+            Transport::Tcp,
+            other.local_addr().unwrap(),
+            OPTIONS.to_vec(),
+        )
+        .expect_err("second outbound connection over the limit");
+    assert_eq!(error.kind, SendErrorKind::ConnectionLimit);
+}
