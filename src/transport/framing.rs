@@ -33,8 +33,8 @@ impl FrameLimits {
 pub enum Frame {
     /// More bytes are needed before anything can be taken from the buffer.
     Incomplete,
-    /// `len` bytes of CR and LF between messages. `ping` marks a double CRLF, which RFC 5626
-    /// section 4.4.1 requires to be answered with a single CRLF.
+    /// `len` bytes of CR and LF between messages. `ping` marks a double CRLF, which requires a
+    /// single CRLF in response (RFC 5626 section 4.4.1).
     KeepAlive { len: usize, ping: bool },
     /// One complete message of `len` bytes, head and body.
     Message { len: usize },
@@ -86,7 +86,7 @@ pub fn next_frame(buf: &[u8], limits: &FrameLimits) -> Frame {
     next_frame_resumed(buf, limits, &mut Progress::default())
 }
 
-/// What a connection reader remembers about the incomplete frame at the start of its buffer,
+/// State a connection reader keeps about the incomplete frame at the start of its buffer,
 /// so that a message arriving in many small reads is not scanned again from its first byte on
 /// every read. Reset it to the default whenever bytes are taken from the front of the buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -146,10 +146,12 @@ impl Listeners {
         })
     }
 
+    /// Returns a sender over these listeners' sockets.
     pub fn sender(&self) -> Sender {
         self.sender.clone()
     }
 
+    /// Returns the counters shared by the listeners and every sender.
     pub fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
     }

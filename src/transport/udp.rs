@@ -176,7 +176,9 @@ impl WorkerLoop {
                 Err(e) => {
                     // ICMP port-unreachable from an earlier send shows up here as
                     // ConnectionRefused on Linux; it concerns that send, not this socket.
-                    tracing::debug!(%local, error = %e, "UDP receive failed");
+                    if self.sender.shared.log_limiter.allow(local.ip()) {
+                        tracing::debug!(%local, error = %e, "UDP receive failed");
+                    }
                     continue;
                 }
             };
@@ -194,7 +196,9 @@ impl WorkerLoop {
                 self.handler.on_message(inbound, &mut scratch, &self.sender)
             }));
             if handled.is_err() {
-                tracing::error!(%local, %source, len, "message handler panicked; message dropped");
+                if self.sender.shared.log_limiter.allow(source.ip()) {
+                    tracing::error!(%local, %source, len, "message handler panicked; message dropped");
+                }
                 scratch = Scratch::default();
             }
         }
