@@ -63,7 +63,7 @@ fn run_client(server: SocketAddr) -> Duration {
                     client.send_to(&datagram, server).expect("send");
                 }
             }
-            // A datagram was lost: refill the window, unless the server has stopped answering.
+            // A datagram was lost: refill the window, unless the server has stopped responding.
             Err(_) if start.elapsed() > GIVE_UP_AFTER => panic!("echo server stopped responding"),
             Err(_) => {
                 client.send_to(&datagram, server).expect("send");

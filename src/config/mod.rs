@@ -96,7 +96,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most Via values in one message.
     pub max_via: usize,
-    /// Most TCP connections open at once.
+    /// Maximum TCP connections open at once. Accepted and outbound connections each have this
+    /// limit, so a flood of accepted connections cannot block the connection to the upstream.
     pub max_tcp_connections: usize,
     /// Maximum TCP connections accepted from one source IP address at once.
     pub max_tcp_connections_per_source: usize,

@@ -33,8 +33,8 @@ impl FrameLimits {
 pub enum Frame {
     /// More bytes are needed before anything can be taken from the buffer.
     Incomplete,
-    /// `len` bytes of CR and LF between messages. `ping` marks a double CRLF, which RFC 5626
-    /// section 4.4.1 requires to be answered with a single CRLF.
+    /// `len` bytes of CR and LF between messages. `ping` marks a double CRLF, which requires a
+    /// single CRLF in response (RFC 5626 section 4.4.1).
     KeepAlive { len: usize, ping: bool },
     /// One complete message of `len` bytes, head and body.
     Message { len: usize },
@@ -83,16 +83,44 @@ impl FramingError {
 
 /// Returns the first frame at the start of `buf`.
 pub fn next_frame(buf: &[u8], limits: &FrameLimits) -> Frame {
+    next_frame_resumed(buf, limits, &mut Progress::default())
+}
+
+/// State a connection reader keeps about the incomplete frame at the start of its buffer,
+/// so that a message arriving in many small reads is not scanned again from its first byte on
+/// every read. Reset it to the default whenever bytes are taken from the front of the buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes already searched without finding the end of the head.
+    head_searched: usize,
+    /// Length of a message whose head is complete but whose body is not.
+    message_len: Option<usize>,
+}
+
+/// Returns the same frame as [`next_frame`], resuming from `progress` and updating it.
+pub fn next_frame_resumed(buf: &[u8], limits: &FrameLimits, progress: &mut Progress) -> Frame {
+    if let Some(len) = progress.message_len {
+        return if buf.len() < len {
+            Frame::Incomplete
+        } else {
+            Frame::Message { len }
+        };
+    }
     if let Some(frame) = keep_alive(buf) {
         return frame;
     }
 
-    let head_len = match head_end(buf) {
+    // An LF within the last two searched bytes may not have been followed by enough bytes to
+    // decide, so the search restarts there.
+    let head_len = match head_end(buf, progress.head_searched.saturating_sub(2)) {
         Some(end) => end,
         None if buf.len() > limits.max_head_bytes => {
             return invalid(FramingError::HeadTooLarge, None)
         }
-        None => return Frame::Incomplete,
+        None => {
+            progress.head_searched = buf.len();
+            return Frame::Incomplete;
+        }
     };
     if head_len > limits.max_head_bytes {
         return invalid(FramingError::HeadTooLarge, Some(head_len));
@@ -109,6 +137,7 @@ pub fn next_frame(buf: &[u8], limits: &FrameLimits) -> Frame {
 
     let len = head_len + body_len;
     if buf.len() < len {
+        progress.message_len = Some(len);
         Frame::Incomplete
     } else {
         Frame::Message { len }
@@ -139,8 +168,8 @@ fn keep_alive(buf: &[u8]) -> Option<Frame> {
 
 /// Returns the length of the head including its empty line. Lines end in LF with an optional
 /// CR, as the scanner accepts them.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut pos = 0;
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut pos = from.min(buf.len());
     while let Some(offset) = memchr::memchr(b'\n', &buf[pos..]) {
         let lf = pos + offset;
         match &buf[lf + 1..] {

@@ -13,19 +13,33 @@ const INVITE: &[u8] = b"INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192
 
 /// Frames a stream the way a connection reader does: bytes arrive in `chunks`, and every frame
 /// that can be taken from the buffer is taken before the next chunk. Stops at the first
-/// `Invalid` frame.
+/// `Invalid` frame. Checks that resumed framing returns the same frames as fresh framing.
 fn frames_over(chunks: &[&[u8]]) -> Vec<Frame> {
+    let resumed = frames_with(chunks, true);
+    let from_scratch = frames_with(chunks, false);
+    assert_eq!(resumed, from_scratch, "resumed and fresh framing differ");
+    resumed
+}
+
+/// Frames `chunks` with [`next_frame_resumed`] when `resume` is set, else with [`next_frame`].
+fn frames_with(chunks: &[&[u8]], resume: bool) -> Vec<Frame> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
+    let mut progress = Progress::default();
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
-            let frame = next_frame(&buf, &LIMITS);
+            let frame = if resume {
+                next_frame_resumed(&buf, &LIMITS, &mut progress)
+            } else {
+                next_frame(&buf, &LIMITS)
+            };
             match frame {
                 Frame::Incomplete => break,
                 Frame::KeepAlive { len, .. } | Frame::Message { len } => {
                     out.push(frame);
                     buf.drain(..len);
+                    progress = Progress::default();
                 }
                 Frame::Invalid { .. } => {
                     out.push(frame);
@@ -329,4 +343,28 @@ proptest! {
             Frame::Invalid { head_len: None, .. } | Frame::Incomplete => {}
         }
     }
+}
+
+#[test]
+fn progress_remembers_head_and_body() {
+    let mut progress = Progress::default();
+    let partial_head = &INVITE[..30];
+    assert_eq!(
+        next_frame_resumed(partial_head, &LIMITS, &mut progress),
+        Frame::Incomplete
+    );
+    assert_eq!(progress.head_searched, partial_head.len());
+    assert_eq!(progress.message_len, None);
+
+    let partial_body = &INVITE[..INVITE.len() - 2];
+    assert_eq!(
+        next_frame_resumed(partial_body, &LIMITS, &mut progress),
+        Frame::Incomplete
+    );
+    assert_eq!(progress.message_len, Some(INVITE.len()));
+
+    assert_eq!(
+        next_frame_resumed(INVITE, &LIMITS, &mut progress),
+        message(INVITE.len())
+    );
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use framing::{next_frame, Frame, FrameLimits, FramingError};
+pub use framing::{next_frame, next_frame_resumed, Frame, FrameLimits, FramingError, Progress};
 pub use sender::{SendError, Sender};
 pub use stats::{SendErrorKind, TransportStats};
 
@@ -28,6 +28,9 @@ use crate::proxy::{Inbound, Scratch};
 pub trait MessageHandler: Send + Sync + 'static {
     /// Handles one framed message. It is called on a UDP worker thread or a TCP runtime thread,
     /// and sends whatever it wants through `sender`.
+    ///
+    /// NOTE: on TCP it runs inside a tokio task, so a long blocking wait stalls the other
+    /// connections served by the same runtime thread.
     fn on_message(&self, inbound: Inbound<'_>, scratch: &mut Scratch, sender: &Sender);
 }
 
@@ -51,9 +54,13 @@ pub enum TransportError {
 #[derive(Debug, Clone)]
 pub(crate) struct TcpSettings {
     pub frame_limits: FrameLimits,
+    /// Limit on accepted connections, and separately on outbound ones.
     pub max_connections: usize,
+    /// Limit on accepted connections from one source IP address.
     pub max_connections_per_source: usize,
-    /// A connection with no complete message for this long is closed.
+    /// A connection with no complete message for this long is closed. Only received traffic
+    /// counts, so an outbound connection whose peer never writes is closed and reopened by the
+    /// next send.
     pub idle_timeout: Duration,
     /// A message (head and body) must arrive completely within this time of its first byte.
     pub header_timeout: Duration,
@@ -83,8 +90,7 @@ impl TcpSettings {
     }
 }
 
-/// The running listeners. Dropping them without [`Listeners::shutdown`] leaves the UDP worker
-/// threads running until the process exits.
+/// The running listeners. Dropping them does the same as [`Listeners::shutdown`].
 pub struct Listeners {
     sender: Sender,
     udp: udp::UdpWorkers,
@@ -140,10 +146,12 @@ impl Listeners {
         })
     }
 
+    /// Returns a sender over these listeners' sockets.
     pub fn sender(&self) -> Sender {
         self.sender.clone()
     }
 
+    /// Returns the counters shared by the listeners and every sender.
     pub fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
     }
@@ -165,12 +173,15 @@ impl Listeners {
     /// It blocks for up to about a second; inside an async runtime, call it through
     /// `spawn_blocking`.
     pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        // The fields drop after this: the UDP workers stop, then the TCP runtime.
         self.sender.close();
-        self.udp.shutdown();
-        if let Some(tcp) = self.tcp {
-            tcp.shutdown();
-        }
-        tracing::info!("SIP listeners stopped");
+        tracing::info!("SIP listeners stopping");
     }
 }
 

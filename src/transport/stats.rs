@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::framing::FramingError;
 
-/// Why a send failed. Labels are stable metric label values.
+/// The reason a send failed. Labels are stable metric label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendErrorKind {
     /// No listener of that transport and address family is configured.
@@ -63,7 +63,7 @@ pub struct TransportStats {
     pub tcp_idle_timeouts: AtomicU64,
     /// Connections closed because a message did not arrive within the header timeout.
     pub tcp_header_timeouts: AtomicU64,
-    /// Double-CRLF keep-alive pings answered.
+    /// Double-CRLF keep-alive pings received; each gets a CRLF in response.
     pub tcp_pings: AtomicU64,
     framing_errors: [AtomicU64; 4],
     send_errors: [AtomicU64; 7],

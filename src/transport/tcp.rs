@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::framing::{next_frame, Frame};
+use super::framing::{next_frame_resumed, Frame, Progress};
 use super::stats::{SendErrorKind, TransportStats};
 use super::{Sender, TcpSettings, TransportError};
 use crate::message::Transport;
@@ -87,34 +87,38 @@ impl Bound {
             settings,
             connections: DashMap::new(),
             per_source: Mutex::new(HashMap::new()),
-            total: AtomicUsize::new(0),
+            accepted: AtomicUsize::new(0),
+            outbound: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         }
     }
 
     /// Starts one accept loop per listening socket.
     pub fn run(self, sender: &Sender) -> Result<TcpListeners, TransportError> {
-        let _guard = self.runtime.enter();
-        for (std_listener, &addr) in self.listeners.into_iter().zip(&self.local) {
+        let handle = self.runtime.handle().clone();
+        // Owned by the result from here on, so an error below still stops the runtime safely.
+        let running = TcpListeners {
+            runtime: Some(self.runtime),
+            local: self.local.clone(),
+        };
+        let _guard = handle.enter();
+        for (std_listener, addr) in self.listeners.into_iter().zip(self.local) {
             let listener =
                 TcpListener::from_std(std_listener).map_err(|source| TransportError::Bind {
                     transport: "TCP",
                     addr,
                     source,
                 })?;
-            self.runtime
-                .spawn(accept_loop(listener, addr, sender.clone()));
+            handle.spawn(accept_loop(listener, addr, sender.clone()));
         }
-        Ok(TcpListeners {
-            runtime: self.runtime,
-            local: self.local,
-        })
+        Ok(running)
     }
 }
 
-/// The running TCP side.
+/// The running TCP side. Dropping it drops every task, which closes the listeners and
+/// connections.
 pub(super) struct TcpListeners {
-    runtime: Runtime,
+    runtime: Option<Runtime>,
     local: Vec<SocketAddr>,
 }
 
@@ -122,14 +126,18 @@ impl TcpListeners {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
     }
+}
 
-    /// Drops every task, which closes the listeners and connections.
-    pub fn shutdown(self) {
+impl Drop for TcpListeners {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         if Handle::try_current().is_ok() {
             // Blocking inside a runtime would panic, so the threads finish in the background.
-            self.runtime.shutdown_background();
+            runtime.shutdown_background();
         } else {
-            self.runtime.shutdown_timeout(Duration::from_secs(1));
+            runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }
@@ -141,7 +149,10 @@ pub(crate) struct Registry {
     connections: DashMap<SocketAddr, Connection>,
     /// Accepted connections per source IP address.
     per_source: Mutex<HashMap<IpAddr, usize>>,
-    total: AtomicUsize,
+    /// Accepted and outbound connections are limited separately, so that a flood of accepted
+    /// connections cannot stop the proxy from reaching the upstream.
+    accepted: AtomicUsize,
+    outbound: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -201,15 +212,16 @@ impl Registry {
 
     /// Takes a place within the connection limits, released when the returned slot drops.
     fn reserve(&self, sender: &Sender, peer: SocketAddr, inbound: bool) -> Option<Slot> {
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.settings.max_connections {
-            self.total.fetch_sub(1, Ordering::Relaxed);
+        let total = self.total(inbound);
+        if total.fetch_add(1, Ordering::Relaxed) >= self.settings.max_connections {
+            total.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         if inbound {
             let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_source.entry(peer.ip()).or_default();
             if *count >= self.settings.max_connections_per_source {
-                self.total.fetch_sub(1, Ordering::Relaxed);
+                total.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
             *count += 1;
@@ -221,6 +233,14 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             inbound,
         })
+    }
+
+    fn total(&self, inbound: bool) -> &AtomicUsize {
+        if inbound {
+            &self.accepted
+        } else {
+            &self.outbound
+        }
     }
 
     pub fn clear(&self) {
@@ -269,7 +289,7 @@ impl Drop for Slot {
                 }
             }
         }
-        registry.total.fetch_sub(1, Ordering::Relaxed);
+        registry.total(self.inbound).fetch_sub(1, Ordering::Relaxed);
         TransportStats::sub(&self.sender.shared.stats.tcp_connections);
     }
 }
@@ -398,10 +418,11 @@ async fn read_loop(
     let mut scratch = Scratch::default();
     let mut last_frame = Instant::now();
     let mut message_started: Option<Instant> = None;
+    let mut progress = Progress::default();
 
     loop {
         loop {
-            match next_frame(&buf, &settings.frame_limits) {
+            match next_frame_resumed(&buf, &settings.frame_limits, &mut progress) {
                 Frame::Incomplete => break,
                 Frame::KeepAlive { len, ping } => {
                     if ping {
@@ -409,11 +430,13 @@ async fn read_loop(
                         let _ = enqueue(queue, PONG.to_vec());
                     }
                     buf.advance(len);
+                    progress = Progress::default();
                     last_frame = Instant::now();
                 }
                 Frame::Message { len } => {
                     deliver(sender, peer, &buf[..len], &mut scratch);
                     buf.advance(len);
+                    progress = Progress::default();
                     last_frame = Instant::now();
                     message_started = None;
                 }

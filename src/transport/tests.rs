@@ -12,6 +12,8 @@ use crate::message::Transport;
 
 const WAIT: Duration = Duration::from_secs(5);
 const OPTIONS: &[u8] = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
+/// A datagram that makes the test handler panic.
+const PANIC: &[u8] = b"PANIC";
 const MESSAGE: &[u8] = b"MESSAGE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK2\r\nl: 5\r\n\r\nhello";
 
 /// One message as the handler received it.
@@ -29,6 +31,7 @@ struct EchoHandler {
 
 impl MessageHandler for EchoHandler {
     fn on_message(&self, inbound: Inbound<'_>, scratch: &mut Scratch, sender: &Sender) {
+        assert_ne!(inbound.bytes, PANIC, "handler panic requested by the test");
         scratch.out.clear();
         scratch.out.extend_from_slice(inbound.bytes);
         let _ = self.received.lock().unwrap().send(Received {
@@ -36,9 +39,8 @@ impl MessageHandler for EchoHandler {
             transport: inbound.transport,
             bytes: inbound.bytes.to_vec(),
         });
-        sender
-            .send(inbound.transport, inbound.source, scratch.out.clone())
-            .expect("echo send");
+        // A failed echo is counted in the stats; the tests that need the echo read it.
+        let _ = sender.send(inbound.transport, inbound.source, scratch.out.clone());
     }
 }
 
@@ -146,6 +148,22 @@ fn udp_datagram_echoed_from_sip_port() {
     let received = harness.next_message();
     assert_eq!(received.transport, Transport::Udp);
     assert_eq!(received.source, client.local_addr().unwrap());
+}
+
+#[test]
+fn udp_worker_survives_handler_panic() {
+    let harness = Harness::start(|_| {});
+    let listen = harness.listeners().udp_addrs()[0];
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+
+    // Datagrams from one source reach the same SO_REUSEPORT socket, so the same worker.
+    client.send_to(PANIC, listen).unwrap();
+    client.send_to(OPTIONS, listen).unwrap();
+
+    let mut buf = [0u8; 2048];
+    let (len, _) = client.recv_from(&mut buf).expect("echo within 5 s");
+    assert_eq!(&buf[..len], OPTIONS);
 }
 
 #[test]
@@ -422,4 +440,135 @@ fn bind_error_names_address() {
         "{text}"
     );
     assert!(text.contains("TCP"), "{text}");
+}
+
+#[test]
+fn tcp_oversized_head_closes_without_delivery() {
+    let harness = Harness::start(|s| s.frame_limits.max_head_bytes = 512);
+    let mut stream = harness.connect();
+
+    stream
+        .write_all(b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nX-Pad: ")
+        .unwrap();
+    stream.write_all(&[b'a'; 600]).unwrap();
+
+    assert!(closed_by_peer(&mut stream));
+    let stats = harness.stats();
+    assert_eq!(stats.framing_errors(FramingError::HeadTooLarge), 1);
+    assert!(harness.received.try_recv().is_err());
+}
+
+#[test]
+fn tcp_full_write_queue_drops_and_reader_continues() {
+    let harness = Harness::start(|s| s.write_queue = 2);
+    let mut stream = harness.connect();
+    stream.write_all(OPTIONS).unwrap();
+    harness.next_message();
+    let peer = stream.local_addr().unwrap();
+
+    // The client never reads, so the socket buffers fill and then the queue does.
+    let sender = harness.listeners().sender();
+    let large = vec![b'x'; 64 * 1024];
+    let full = (0..1000).any(|_| {
+        let result = sender.send(Transport::Tcp, peer, large.clone());
+        matches!(
+            result,
+            Err(SendError {
+                kind: SendErrorKind::QueueFull,
+                ..
+            })
+        )
+    });
+    assert!(full, "queue never filled within 1000 sends of 64 KiB");
+    assert!(harness.stats().send_errors(SendErrorKind::QueueFull) >= 1);
+
+    // The blocked writer does not stop the reader.
+    stream.write_all(MESSAGE).unwrap();
+    assert_eq!(harness.next_message().bytes, MESSAGE);
+}
+
+#[test]
+fn udp_send_without_matching_family() {
+    let harness = Harness::start(|_| {});
+    let dest: SocketAddr = "[::1]:5060".parse().unwrap();
+
+    let error = harness
+        .listeners()
+        .sender()
+        .send(Transport::Udp, dest, OPTIONS.to_vec())
+        .expect_err("no IPv6 listener");
+
+    assert_eq!(error.kind, SendErrorKind::NoSocket);
+    assert_eq!(harness.stats().send_errors(SendErrorKind::NoSocket), 1);
+}
+
+#[test]
+fn ipv6_loopback_udp_and_tcp() {
+    // Skipped where the host has no IPv6 loopback.
+    let Ok(client) = UdpSocket::bind("[::1]:0") else {
+        return;
+    };
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut config = Config::load(None).expect("default config");
+    let local: SocketAddr = "[::1]:0".parse().unwrap();
+    config.sip.udp = vec![local];
+    config.sip.tcp = vec![local];
+    config.sip.workers = 1;
+    let (tx, received) = mpsc::channel();
+    let handler = Arc::new(EchoHandler {
+        received: Mutex::new(tx),
+    });
+    let listeners = Listeners::start(&config, handler).expect("start on ::1");
+
+    client.send_to(OPTIONS, listeners.udp_addrs()[0]).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, from) = client.recv_from(&mut buf).expect("echo within 5 s");
+    assert_eq!(&buf[..len], OPTIONS);
+    assert_eq!(from, listeners.udp_addrs()[0]);
+
+    let mut stream = TcpStream::connect(listeners.tcp_addrs()[0]).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(MESSAGE).unwrap();
+    assert_eq!(read_exact(&mut stream, MESSAGE.len()), MESSAGE);
+    assert_eq!(
+        received.recv_timeout(WAIT).unwrap().transport,
+        Transport::Udp
+    );
+    assert_eq!(
+        received.recv_timeout(WAIT).unwrap().transport,
+        Transport::Tcp
+    );
+    listeners.shutdown();
+}
+
+#[test]
+fn outbound_limit_separate_from_accepted() {
+    let harness = Harness::start(|s| s.max_connections = 1);
+    let mut accepted = harness.connect();
+    accepted.write_all(b"\r\n\r\n").unwrap();
+    assert_eq!(read_exact(&mut accepted, 2), b"\r\n");
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sender = harness.listeners().sender();
+
+    // The accepted connection uses the whole inbound budget; the outbound one still opens.
+    sender
+        .send(
+            Transport::Tcp,
+            upstream.local_addr().unwrap(),
+            OPTIONS.to_vec(),
+        )
+        .expect("outbound send");
+    let (mut outbound, _) = upstream.accept().expect("outbound connection");
+    outbound.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(read_exact(&mut outbound, OPTIONS.len()), OPTIONS);
+
+    let error = sender
+        .send(
+            Transport::Tcp,
+            other.local_addr().unwrap(),
+            OPTIONS.to_vec(),
+        )
+        .expect_err("second outbound connection over the limit");
+    assert_eq!(error.kind, SendErrorKind::ConnectionLimit);
 }

@@ -7,6 +7,7 @@
 //! datagram with 32 in flight, and 1.7 to 1.9 µs against 2.2 µs with one in flight.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -127,10 +128,7 @@ impl UdpWorkers {
                     .spawn(move || loop_state.run(worker));
                 match spawned {
                     Ok(thread) => workers.threads.push(thread),
-                    Err(e) => {
-                        workers.shutdown();
-                        return Err(start_error(e));
-                    }
+                    Err(e) => return Err(start_error(e)),
                 }
             }
         }
@@ -140,11 +138,13 @@ impl UdpWorkers {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.local.clone()
     }
+}
 
+impl Drop for UdpWorkers {
     /// Stops every worker within one poll interval and waits for it.
-    pub fn shutdown(self) {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -176,7 +176,9 @@ impl WorkerLoop {
                 Err(e) => {
                     // ICMP port-unreachable from an earlier send shows up here as
                     // ConnectionRefused on Linux; it concerns that send, not this socket.
-                    tracing::debug!(%local, error = %e, "UDP receive failed");
+                    if self.sender.shared.log_limiter.allow(local.ip()) {
+                        tracing::debug!(%local, error = %e, "UDP receive failed");
+                    }
                     continue;
                 }
             };
@@ -189,7 +191,16 @@ impl WorkerLoop {
                 transport: Transport::Udp,
                 bytes: &buf[..len],
             };
-            self.handler.on_message(inbound, &mut scratch, &self.sender);
+            // A panicking handler must not take the worker, and with it this socket, down.
+            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.handler.on_message(inbound, &mut scratch, &self.sender)
+            }));
+            if handled.is_err() {
+                if self.sender.shared.log_limiter.allow(source.ip()) {
+                    tracing::error!(%local, %source, len, "message handler panicked; message dropped");
+                }
+                scratch = Scratch::default();
+            }
         }
         self.sender.set_udp_worker(None);
         tracing::debug!(%local, worker, "UDP worker stopped");
