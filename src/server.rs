@@ -304,8 +304,8 @@ fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
 }
 
 impl Driver {
-    /// Registers a new call with the store within the time budget, stamps the answer and sends
-    /// the INVITE. Anonymous calls create no session.
+    /// Registers a new call with the store within the time budget, stamps whether the caller
+    /// returns and sends the INVITE. Anonymous calls create no session.
     fn start_call(
         &self,
         new_call: &NewCall,
@@ -343,7 +343,7 @@ impl Driver {
             return;
         }
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
-            warn!(callid = %ids.callid, "too many calls waiting for the store; forwarding without a returning-caller answer");
+            warn!(callid = %ids.callid, "too many calls waiting for the store; forwarding with returning caller unknown");
             self.queue(touch_job(&ids, now));
             self.core
                 .finish_new_call(new_call, &mut out, Returning::Unknown);
@@ -379,7 +379,7 @@ impl Driver {
                 let touched = metrics.timed_store_op(StoreOp::TouchSession, store.touch_session(touch));
                 let returning = match tokio::time::timeout(budget, touched).await {
                     Ok(Ok(touch)) => {
-                        // A caller whose identity could be spoofed is never told apart as
+                        // A caller whose identity could be spoofed is never reported as
                         // returning, so a forged From cannot reach another caller's history.
                         if touch.returning && ids.assurance >= crate::identity::Assurance::Medium {
                             Returning::Yes
@@ -393,7 +393,7 @@ impl Driver {
                         Returning::Unknown
                     }
                     Err(_) => {
-                        warn!(budget_ms = budget.as_millis() as u64, "session store did not answer within the budget");
+                        warn!(budget_ms = budget.as_millis() as u64, "session store timed out; returning caller unknown");
                         Returning::Unknown
                     }
                 };
@@ -445,8 +445,8 @@ fn send(sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
 /// Writes conversation records and retries failed session updates off the call path.
 ///
 /// Jobs are taken in batches and run concurrently, so a store that batches commits can group
-/// them. Conversation starts of a batch complete before its other jobs, so an answer or an end
-/// never overtakes the start it belongs to.
+/// them. Conversation starts of a batch complete before its other jobs, so the answer or end
+/// of a conversation never overtakes its start.
 async fn store_writer(
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,

@@ -21,7 +21,7 @@ use crate::message::via::plan_received;
 use crate::message::{HeaderName, Message, Method, StartLine, Transport};
 use crate::pseudonym::{random_id, IdKind};
 
-/// How one request is written out.
+/// The edits that turn one received request into the forwarded one.
 struct Plan<'a> {
     out_transport: Transport,
     record_route: bool,
