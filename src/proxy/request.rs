@@ -145,13 +145,10 @@ impl Core {
             self.calls.get(&scratch.key)
         };
 
-        if let (Method::Bye, Some(entry)) = (method, &entry) {
-            if self.calls.end(entry, inbound.now) == Transition::Ended {
-                event = Some(CallEvent {
-                    conversationid: Arc::clone(&entry.ids.conversationid),
-                    kind: CallEventKind::Ended { status: None },
-                });
-            }
+        if method == Method::Bye {
+            event = entry
+                .as_deref()
+                .and_then(|e| self.end_by_bye(e, inbound.now));
         }
 
         let out_transport = self.upstream_transport(inbound.transport);
@@ -195,13 +192,10 @@ impl Core {
             CallTable::key_into(&mut scratch.key, call_id, tag);
             self.calls.get(&scratch.key)
         });
-        if let (Method::Bye, Some(entry)) = (method, &entry) {
-            if self.calls.end(entry, inbound.now) == Transition::Ended {
-                event = Some(CallEvent {
-                    conversationid: Arc::clone(&entry.ids.conversationid),
-                    kind: CallEventKind::Ended { status: None },
-                });
-            }
+        if method == Method::Bye {
+            event = entry
+                .as_deref()
+                .and_then(|e| self.end_by_bye(e, inbound.now));
         }
         let target = match &entry {
             Some(entry) => Some(entry.edge),
@@ -232,6 +226,14 @@ impl Core {
             new_call: None,
             event,
         }
+    }
+
+    /// Ends a call on BYE and returns the event to record, unless it had ended already.
+    fn end_by_bye(&self, entry: &CallEntry, now: std::time::Instant) -> Option<CallEvent> {
+        (self.calls.end(entry, now) == Transition::Ended).then(|| CallEvent {
+            conversationid: Arc::clone(&entry.ids.conversationid),
+            kind: CallEventKind::Ended { status: None },
+        })
     }
 
     /// Finds where a request from the upstream goes without a known call: the first Route
