@@ -147,7 +147,10 @@ async fn start_admin(
     core: Arc<Core>,
     ops: OpsState,
 ) -> Result<tokio::task::JoinHandle<()>, Box<dyn std::error::Error>> {
-    let (token, token_path) = admin::load_or_create_admin_token(&config.data_dir)?;
+    let (token, token_path) = match &config.admin.token_file {
+        Some(path) => (admin::AdminToken::read_file(path)?, path.clone()),
+        None => admin::load_or_create_admin_token(&config.data_dir)?,
+    };
     info!(token_file = %token_path.display(), "admin API token file");
     let lookup = move |instance: &str, callerid: &str| -> Result<Vec<String>, LookupError> {
         let release = core

@@ -152,12 +152,16 @@ impl Default for CallsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// File with the session API's bearer token; unset means `data_dir/admin.token`, created
+    /// with a random token on first start.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 9090).into(),
+            token_file: None,
         }
     }
 }
