@@ -150,8 +150,8 @@ async fn start_admin(
     let (token, token_path) = admin::load_or_create_admin_token(&config.data_dir)?;
     info!(token_file = %token_path.display(), "admin API token file");
     let lookup = move |instance: &str, callerid: &str| -> Result<Vec<String>, LookupError> {
-        let release = core
-            .keys()
+        let keys = core.keys();
+        let release = keys
             .release_by_id(instance)
             .ok_or(LookupError::UnknownInstance)?;
         let canonical = canonical_callerid(callerid)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::calls::{CallEntry, CallTable, InsertError, Returning, StripHeaders, Transition};
-use super::core::{Core, Reject, PROXY_REQUIRE};
+use super::core::{Reject, View, PROXY_REQUIRE};
 use super::local::{encode_flow, FLOW_PARAM};
 use super::outcome::{
     CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,
@@ -30,7 +30,7 @@ struct Plan<'a> {
     returning: Option<Returning>,
 }
 
-impl Core {
+impl View<'_> {
     pub(super) fn on_request(
         &self,
         inbound: Inbound<'_>,
@@ -122,6 +122,13 @@ impl Core {
                     };
                 }
                 Some(entry) => Some(entry),
+                None if self.draining => {
+                    let reject = Reject {
+                        extra: b"Retry-After: 5\r\n",
+                        ..Reject::new(503, "Service Unavailable", "draining")
+                    };
+                    return self.reject_request(inbound, &msg, method, reject, scratch);
+                }
                 None => match self.create_call(inbound, &msg, &scratch.key) {
                     Ok((entry, true)) => {
                         new_call = Some(entry.clone());
@@ -278,9 +285,8 @@ impl Core {
         identity::derive(&input, trunk)
     }
 
-    /// Returns the identity an initial INVITE would get, without creating a call. For the
-    /// `inspect` command; `None` for any other message.
-    pub fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
+    /// Returns the identity an initial INVITE would get, without creating a call.
+    pub(super) fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
         let mut headers = Vec::new();
         let scanned = crate::message::scan(inbound.bytes, &self.limits, &mut headers).ok()?;
         let msg = Message {

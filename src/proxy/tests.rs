@@ -580,3 +580,76 @@ From: <sip:a@b>;tag=f1\r\nTo: <sip:c@d>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.tick(h.now + std::time::Duration::from_secs(33)), 1);
 }
+
+fn bye_from_edge() -> &'static str {
+    "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+}
+
+#[test]
+fn draining_rejects_new_calls_only() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    h.core.set_draining(true);
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    let outcome = h.send(EDGE, Transport::Udp, second.as_bytes());
+    match outcome {
+        Outcome::Reply { status, reason, .. } => {
+            assert_eq!(status, 503);
+            assert_eq!(reason, "draining");
+        }
+        other => panic!("expected a 503 reply, got {other:?}"),
+    }
+    assert!(h.out().contains("\r\nRetry-After: 5\r\n"));
+
+    let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    assert_eq!(
+        header_values(&h.out(), "X-Callid"),
+        header_values(&invite_out, "X-Callid")
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn draining_off_accepts_new_calls_again() {
+    let mut h = Harness::new(core());
+    h.core.set_draining(true);
+    h.core.set_draining(false);
+    forwarded_invite(&mut h);
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn reload_keeps_calls_and_applies_new_names() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    let reloaded = config("[headers]\nsessionid = \"X-Session-Id\"\n");
+    let fresh = core_with(&reloaded);
+    let keys = KeyRing::clone(&fresh.keys());
+    h.core.reload(CoreSettings::new(
+        &reloaded,
+        keys,
+        TrustMap::from_config(&reloaded),
+    ));
+
+    let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    let bye_out = h.out();
+    assert_eq!(
+        header_values(&bye_out, "X-Callid"),
+        header_values(&invite_out, "X-Callid"),
+        "the call in progress keeps its ids"
+    );
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    h.send_and_finish(EDGE, second.as_bytes(), Returning::No);
+    let out = h.out();
+    let stamped = header_values(&out, "X-Session-Id");
+    assert_eq!(stamped.len(), 1);
+    assert!(stamped[0].starts_with("k1_"), "{stamped:?}");
+    // The old name is no longer the proxy's, so the caller's copy passes unchanged.
+    assert_eq!(header_values(&out, "X-Sessionid"), vec!["forged-by-caller"]);
+}
