@@ -453,6 +453,8 @@ impl View<'_> {
         if let Some(stamps) = plan.stamps {
             editor.insert(head_end, &[stamps]);
             if let Some(returning) = plan.returning {
+                // NOTE: this name comes from the current settings, so after a reload that renames
+                // it, a call in progress carries the new name here and the old names above.
                 editor.insert(head_end, &[self.stamps.returning_line(returning)]);
             }
         }
