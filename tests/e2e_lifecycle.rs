@@ -150,6 +150,7 @@ fn sigterm_drains_calls_in_progress() {
         log.contains("drain finished: every call has ended"),
         "{log}"
     );
+    assert!(log.contains("queued store writes finished"), "{log}");
 }
 
 #[test]

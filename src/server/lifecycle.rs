@@ -19,6 +19,9 @@ use crate::pseudonym::KeyRing;
 /// transaction is still relayed before the listeners close.
 const FINAL_TRANSACTION_LINGER: Duration = Duration::from_secs(1);
 
+/// Time the store writer gets at exit to write the conversation records still queued.
+const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Interval between checks of the active-call count during a drain.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
@@ -43,7 +46,7 @@ impl Signals {
     }
 }
 
-/// What the signal loop acts on.
+/// The state the signal loop reads and changes: the core, readiness and the configuration.
 pub(super) struct Lifecycle {
     pub core: Arc<Core>,
     pub readiness: Arc<Readiness>,
@@ -184,6 +187,19 @@ impl Lifecycle {
             upstream = %config.sip.upstream,
             "configuration reloaded"
         );
+    }
+}
+
+/// Waits up to `STORE_FLUSH_TIMEOUT` for the store writer to finish the queued conversation
+/// records, which it does once the listeners, and with them every sender of the queue, are gone.
+pub(super) async fn flush_store_writes(writer: tokio::task::JoinHandle<()>) {
+    match tokio::time::timeout(STORE_FLUSH_TIMEOUT, writer).await {
+        Ok(Ok(())) => info!("queued store writes finished"),
+        Ok(Err(error)) => error!(%error, "the store writer task failed"),
+        Err(_) => warn!(
+            timeout_secs = STORE_FLUSH_TIMEOUT.as_secs(),
+            "store writes still queued at exit were dropped"
+        ),
     }
 }
 

@@ -102,7 +102,7 @@ async fn serve(
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
     let (jobs, job_rx) = mpsc::channel(STORE_QUEUE);
-    tokio::spawn(store_writer(
+    let writer = tokio::spawn(store_writer(
         Arc::clone(&store),
         Arc::clone(&metrics),
         job_rx,
@@ -152,6 +152,7 @@ async fn serve(
     ticker.abort();
     sweeper.abort();
     tokio::task::spawn_blocking(move || listeners.shutdown()).await?;
+    lifecycle::flush_store_writes(writer).await;
     info!("sipstamp stopped");
     Ok(())
 }
