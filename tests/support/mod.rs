@@ -401,8 +401,14 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy with SIGTERM. Calls still active would make it drain for the configured
+    /// timeout, so after 1 s a second SIGTERM makes it exit at once.
     fn drop(&mut self) {
-        stop_child(&mut self.child, "TERM", Duration::from_secs(5));
+        send_signal(self.child.id(), "TERM");
+        if wait_with_timeout(&mut self.child, Duration::from_secs(1)).is_some() {
+            return;
+        }
+        stop_child(&mut self.child, "TERM", Duration::from_secs(4));
     }
 }
 
