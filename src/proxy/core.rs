@@ -39,13 +39,25 @@ pub struct CoreSettings {
     pub(super) limits: ScanLimits,
     pub(super) max_via: usize,
     pub(super) upstream: SocketAddr,
+    /// Upstreams that earlier reloads replaced, newest last, so that requests and responses
+    /// of calls still running through them keep their direction.
+    pub(super) previous_upstreams: Vec<SocketAddr>,
     pub(super) upstream_transport: UpstreamTransport,
     pub(super) stamps: StampNames,
     pub(super) keys: Arc<KeyRing>,
     pub(super) trust: TrustMap,
 }
 
+/// Upstreams remembered after a reload replaced them. Beyond it the oldest is forgotten, and
+/// messages from it count as coming from the edge.
+const MAX_PREVIOUS_UPSTREAMS: usize = 8;
+
 impl CoreSettings {
+    /// Returns whether `source` is the configured upstream or one that a reload replaced.
+    pub(super) fn is_upstream(&self, source: SocketAddr) -> bool {
+        source == self.upstream || self.previous_upstreams.contains(&source)
+    }
+
     /// Prepares the run-time settings from a validated configuration and loaded keys.
     pub fn new(config: &Config, keys: KeyRing, trust: TrustMap) -> Self {
         Self {
@@ -57,6 +69,7 @@ impl CoreSettings {
             },
             max_via: config.limits.max_via,
             upstream: config.sip.upstream,
+            previous_upstreams: Vec::new(),
             upstream_transport: config.sip.upstream_transport,
             stamps: StampNames::new(&config.headers),
             keys: Arc::new(keys),
@@ -128,7 +141,14 @@ impl Core {
 
     /// Replaces the run-time settings. Messages already being handled finish with the old
     /// settings, and the call table, the proxy's addresses and its Via branch key stay.
-    pub fn reload(&self, settings: CoreSettings) {
+    pub fn reload(&self, mut settings: CoreSettings) {
+        let old = self.settings.load();
+        let mut previous = old.previous_upstreams.clone();
+        previous.push(old.upstream);
+        previous.retain(|addr| *addr != settings.upstream);
+        let excess = previous.len().saturating_sub(MAX_PREVIOUS_UPSTREAMS);
+        previous.drain(..excess);
+        settings.previous_upstreams = previous;
         self.settings.store(Arc::new(settings));
     }
 

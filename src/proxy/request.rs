@@ -62,7 +62,7 @@ impl View<'_> {
             return self.reject_request(inbound, &msg, method, reject, scratch);
         }
 
-        if inbound.source == self.upstream {
+        if self.is_upstream(inbound.source) {
             self.forward_to_edge(inbound, msg, method, max_forwards, scratch)
         } else {
             self.forward_to_upstream(inbound, msg, method, max_forwards, scratch)
@@ -179,7 +179,7 @@ impl View<'_> {
         });
         Outcome::Forward {
             transport: out_transport,
-            dest: self.upstream,
+            dest: entry.as_ref().map_or(self.upstream, |e| e.upstream),
             kind: MessageKind::Request(method),
             direction: Direction::ToUpstream,
             new_call,
@@ -349,6 +349,7 @@ impl View<'_> {
             stamps,
             strip,
             (inbound.transport, inbound.source),
+            self.upstream,
             inbound.now,
         );
         self.calls.insert(key, entry)

@@ -60,7 +60,7 @@ impl View<'_> {
             return drop(DropReason::NoNextHop);
         };
 
-        let from_upstream = inbound.source == self.upstream;
+        let from_upstream = self.is_upstream(inbound.source);
         let mut event = None;
         if from_upstream && cseq_method == b"INVITE" {
             let from_tag = msg.tag(HeaderName::From).unwrap_or_default();

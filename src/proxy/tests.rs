@@ -332,6 +332,18 @@ fn cancel_matches_the_invite_branch() {
     );
 }
 
+fn assert_forwarded_to_edge(outcome: Outcome) {
+    match outcome {
+        Outcome::Forward {
+            dest, direction, ..
+        } => {
+            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
+            assert_eq!(direction, Direction::ToEdge);
+        }
+        other => panic!("expected a forward to the edge, got {other:?}"),
+    }
+}
+
 #[test]
 fn bye_from_upstream_goes_to_the_edge_flow_without_stamps() {
     let mut h = Harness::new(core());
@@ -340,15 +352,7 @@ fn bye_from_upstream_goes_to_the_edge_flow_without_stamps() {
 Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\n\
 To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE\r\nX-Callid: not-for-edge\r\nContent-Length: 0\r\n\r\n";
     let outcome = h.send(UPSTREAM, Transport::Udp, bye.as_bytes());
-    match outcome {
-        Outcome::Forward {
-            dest, direction, ..
-        } => {
-            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
-            assert_eq!(direction, Direction::ToEdge);
-        }
-        other => panic!("expected a forward, got {other:?}"),
-    }
+    assert_forwarded_to_edge(outcome);
     let out = h.out();
     assert!(header_values(&out, "Route").is_empty());
     assert!(header_values(&out, "X-Callid").is_empty());
@@ -626,14 +630,7 @@ fn draining_off_accepts_new_calls_again() {
 fn reload_keeps_calls_and_applies_new_names() {
     let mut h = Harness::new(core());
     let invite_out = forwarded_invite(&mut h);
-    let reloaded = config("[headers]\nsessionid = \"X-Session-Id\"\n");
-    let fresh = core_with(&reloaded);
-    let keys = KeyRing::clone(&fresh.keys());
-    h.core.reload(CoreSettings::new(
-        &reloaded,
-        keys,
-        TrustMap::from_config(&reloaded),
-    ));
+    reload(&h, &config("[headers]\nsessionid = \"X-Session-Id\"\n"));
 
     let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
     assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
@@ -652,4 +649,49 @@ fn reload_keeps_calls_and_applies_new_names() {
     assert!(stamped[0].starts_with("k1_"), "{stamped:?}");
     // The old name is no longer the proxy's, so the caller's copy passes unchanged.
     assert_eq!(header_values(&out, "X-Sessionid"), vec!["forged-by-caller"]);
+}
+
+/// Replaces the core's settings with those of `config`, as a SIGHUP reload does.
+fn reload(h: &Harness, config: &Config) {
+    let keys = KeyRing::clone(&core_with(config).keys());
+    h.core.reload(CoreSettings::new(
+        config,
+        keys,
+        TrustMap::from_config(config),
+    ));
+}
+
+#[test]
+fn reload_keeps_old_upstream_for_calls_in_progress() {
+    const NEW_UPSTREAM: &str = "127.0.0.1:5099";
+    let mut h = Harness::new(core());
+    forwarded_invite(&mut h);
+    let moved = Config::parse(
+        &format!("[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]\nupstream = \"{NEW_UPSTREAM}\"\n"),
+        "test",
+    )
+    .unwrap();
+    reload(&h, &moved);
+
+    let ack = "ACK sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-ack1\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    match h.send(EDGE, Transport::Udp, ack.as_bytes()) {
+        Outcome::Forward { dest, .. } => assert_eq!(dest, UPSTREAM.parse::<SocketAddr>().unwrap()),
+        other => panic!("expected a forward, got {other:?}"),
+    }
+
+    let bye = "BYE sip:caller@192.0.2.10:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-ub2\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\n\
+To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+    assert_forwarded_to_edge(h.send(UPSTREAM, Transport::Udp, bye.as_bytes()));
+    assert_eq!(h.core.active_calls(), 0);
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    match h.send_and_finish(EDGE, second.as_bytes(), Returning::No) {
+        Outcome::Forward { dest, .. } => {
+            assert_eq!(dest, NEW_UPSTREAM.parse::<SocketAddr>().unwrap())
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
 }
