@@ -96,6 +96,12 @@ fn sigterm_drains_calls_in_progress() {
     );
 
     proxy.signal("TERM");
+    // The signal is handled asynchronously, so wait until the drain has begun.
+    assert!(
+        proxy.wait_for_log("drain started", 0, Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
     let (status, body) = proxy.admin_get("/readyz");
     assert_eq!(status, 503, "readyz during the drain: {body}");
     assert!(body.contains("draining"), "readyz body: {body}");
