@@ -78,7 +78,7 @@ impl CoreSettings {
     }
 }
 
-/// The core as one message sees it: one settings snapshot next to the state that outlives
+/// The core for one message: one settings snapshot next to the state that outlives
 /// reloads. The message handlers are methods of this view.
 pub(super) struct View<'a> {
     settings: &'a CoreSettings,
