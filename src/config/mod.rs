@@ -31,6 +31,8 @@ pub struct Config {
     pub headers: HeaderNames,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// The session store: backend, retention and op budget.
     #[serde(default)]
     pub store: crate::store::StoreConfig,
@@ -208,6 +210,23 @@ impl HeaderNames {
             &self.identity_assurance,
             &self.returning_caller,
         ]
+    }
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Seconds that calls in progress get to end after SIGTERM or SIGINT before the process
+    /// exits anyway; 0 exits without waiting.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: 30,
+        }
     }
 }
 

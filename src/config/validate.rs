@@ -6,6 +6,9 @@ use std::str::FromStr;
 
 use super::{Config, TrunkConfig};
 
+/// Longest drain accepted, so a typo cannot keep a stopping process alive for weeks.
+const MAX_DRAIN_TIMEOUT_SECS: u64 = 86_400;
+
 /// One problem in a configuration, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -90,6 +93,13 @@ impl Config {
             add(
                 "calls.max_age_secs".into(),
                 "must be greater than calls.grace_secs",
+            );
+        }
+
+        if self.lifecycle.drain_timeout_secs > MAX_DRAIN_TIMEOUT_SECS {
+            add(
+                "lifecycle.drain_timeout_secs".into(),
+                "must be at most 86400 (one day)",
             );
         }
 

@@ -40,6 +40,9 @@ pub struct CallEntry {
     pub strip: StripHeaders,
     /// Transport and address the call's first INVITE came from.
     pub edge: (Transport, SocketAddr),
+    /// The upstream the first INVITE went to. Later requests of the call go there too, also
+    /// after a reload changed the configured upstream.
+    pub upstream: SocketAddr,
     pub created: Instant,
     /// Set once the store answered (or timed out) for the first INVITE.
     pub returning: OnceLock<Returning>,
@@ -62,6 +65,7 @@ impl CallEntry {
         stamps: Box<[u8]>,
         strip: StripHeaders,
         edge: (Transport, SocketAddr),
+        upstream: SocketAddr,
         now: Instant,
     ) -> Self {
         Self {
@@ -69,6 +73,7 @@ impl CallEntry {
             stamps,
             strip,
             edge,
+            upstream,
             created: now,
             returning: OnceLock::new(),
             ended: AtomicU64::new(0),
@@ -264,6 +269,7 @@ mod tests {
             Box::default(),
             StripHeaders::default(),
             (Transport::Udp, "127.0.0.1:5070".parse().unwrap()),
+            "127.0.0.1:5090".parse().unwrap(),
             now,
         )
     }

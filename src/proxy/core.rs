@@ -1,7 +1,11 @@
 //! The core's state and the entry point that classifies and validates each message.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use sha2::{Digest, Sha256};
 
@@ -11,26 +15,85 @@ use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
 use super::reply::{reply_target, write_reply, ReplySpec};
 use super::stamp::StampNames;
 use crate::config::{Config, UpstreamTransport};
-use crate::identity::TrustMap;
+use crate::identity::{Identity, TrustMap};
 use crate::message::uri::Uri;
 use crate::message::{
     scan, HeaderName, Message, Method, ScanError, ScanLimits, StartLine, Transport, Via,
 };
 use crate::pseudonym::KeyRing;
 
-/// The I/O-free proxy: configuration prepared at start-up, the key ring, trust map and the
-/// table of calls in progress. Shared by all workers.
+/// The I/O-free proxy: the settings that a reload can replace, the proxy's own addresses, the
+/// draining flag and the table of calls in progress. Shared by all workers.
 #[derive(Debug)]
 pub struct Core {
+    settings: ArcSwap<CoreSettings>,
+    local: Local,
+    calls: CallTable,
+    draining: AtomicBool,
+}
+
+/// The part of the core's configuration that `Core::reload` swaps at run time. Each message
+/// reads one snapshot of it, so a reload never mixes old and new settings within a message.
+#[derive(Debug)]
+pub struct CoreSettings {
     pub(super) limits: ScanLimits,
     pub(super) max_via: usize,
     pub(super) upstream: SocketAddr,
+    /// Upstreams that earlier reloads replaced, newest last, so that requests and responses
+    /// of calls still running through them keep their direction.
+    pub(super) previous_upstreams: Vec<SocketAddr>,
     pub(super) upstream_transport: UpstreamTransport,
-    pub(super) local: Local,
     pub(super) stamps: StampNames,
-    pub(super) keys: KeyRing,
+    pub(super) keys: Arc<KeyRing>,
     pub(super) trust: TrustMap,
-    pub(super) calls: CallTable,
+}
+
+/// Upstreams remembered after a reload replaced them. Beyond it the oldest is forgotten, and
+/// messages from it count as coming from the edge.
+const MAX_PREVIOUS_UPSTREAMS: usize = 8;
+
+impl CoreSettings {
+    /// Returns whether `source` is the configured upstream or one that a reload replaced.
+    pub(super) fn is_upstream(&self, source: SocketAddr) -> bool {
+        source == self.upstream || self.previous_upstreams.contains(&source)
+    }
+
+    /// Prepares the run-time settings from a validated configuration and loaded keys.
+    pub fn new(config: &Config, keys: KeyRing, trust: TrustMap) -> Self {
+        Self {
+            limits: ScanLimits {
+                max_message_bytes: config.limits.max_message_bytes,
+                max_body_bytes: config.limits.max_body_bytes,
+                max_headers: config.limits.max_headers,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
+            max_via: config.limits.max_via,
+            upstream: config.sip.upstream,
+            previous_upstreams: Vec::new(),
+            upstream_transport: config.sip.upstream_transport,
+            stamps: StampNames::new(&config.headers),
+            keys: Arc::new(keys),
+            trust,
+        }
+    }
+}
+
+/// The core for one message: one settings snapshot next to the state that outlives
+/// reloads. The message handlers are methods of this view.
+pub(super) struct View<'a> {
+    settings: &'a CoreSettings,
+    pub(super) local: &'a Local,
+    pub(super) calls: &'a CallTable,
+    /// Whether new calls are rejected because the process is shutting down.
+    pub(super) draining: bool,
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = CoreSettings;
+
+    fn deref(&self) -> &CoreSettings {
+        self.settings
+    }
 }
 
 /// A request the proxy answers itself instead of forwarding.
@@ -60,34 +123,105 @@ impl Core {
     pub fn new(config: &Config, keys: KeyRing, trust: TrustMap) -> Self {
         let branch_key = branch_key(&keys);
         Self {
-            limits: ScanLimits {
-                max_message_bytes: config.limits.max_message_bytes,
-                max_body_bytes: config.limits.max_body_bytes,
-                max_headers: config.limits.max_headers,
-                max_header_bytes: config.limits.max_header_bytes,
-            },
-            max_via: config.limits.max_via,
-            upstream: config.sip.upstream,
-            upstream_transport: config.sip.upstream_transport,
+            settings: ArcSwap::from_pointee(CoreSettings::new(config, keys, trust)),
             local: Local::new(
                 config.sip.udp.first().copied(),
                 config.sip.tcp.first().copied(),
                 config.sip.advertised_host.as_deref(),
                 branch_key,
             ),
-            stamps: StampNames::new(&config.headers),
-            keys,
-            trust,
             calls: CallTable::new(
                 config.calls.max_active,
                 Duration::from_secs(config.calls.grace_secs),
                 Duration::from_secs(config.calls.max_age_secs),
             ),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Replaces the run-time settings. Messages already being handled finish with the old
+    /// settings, and the call table, the proxy's addresses and its Via branch key stay.
+    pub fn reload(&self, mut settings: CoreSettings) {
+        let old = self.settings.load();
+        let mut previous = old.previous_upstreams.clone();
+        previous.push(old.upstream);
+        previous.retain(|addr| *addr != settings.upstream);
+        let excess = previous.len().saturating_sub(MAX_PREVIOUS_UPSTREAMS);
+        previous.drain(..excess);
+        settings.previous_upstreams = previous;
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Starts or stops rejecting new calls with 503, while the messages of calls in progress
+    /// keep flowing.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Decides what to do with one framed message; the bytes to send end up in `scratch.out`.
     pub fn handle(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
+        let settings = self.settings.load();
+        self.view(&settings).handle(inbound, scratch)
+    }
+
+    /// Returns the identity an initial INVITE would get, without creating a call. For the
+    /// `inspect` command; `None` for any other message.
+    pub fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
+        let settings = self.settings.load();
+        self.view(&settings).inspect_identity(inbound)
+    }
+
+    fn view<'a>(&'a self, settings: &'a CoreSettings) -> View<'a> {
+        View {
+            settings,
+            local: &self.local,
+            calls: &self.calls,
+            draining: self.is_draining(),
+        }
+    }
+
+    /// Adds the returning-caller header to a new call's INVITE in `out` and remembers the
+    /// value for the call's retransmissions.
+    pub fn finish_new_call(&self, new_call: &NewCall, out: &mut Vec<u8>, returning: Returning) {
+        let _ = new_call.entry.returning.set(returning);
+        let settings = self.settings.load();
+        let line = settings.stamps.returning_line(returning);
+        let at = new_call.stamp_at.min(out.len());
+        out.splice(at..at, line.iter().copied());
+    }
+
+    /// Removes calls that ended more than the grace period ago; call about once a second.
+    pub fn tick(&self, now: Instant) -> usize {
+        self.calls.sweep(now)
+    }
+
+    /// Calls that have not ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.active()
+    }
+
+    /// Calls in the table, including ended calls still in their grace period.
+    pub fn tracked_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Active calls of one session, including the one asking.
+    pub fn active_calls_in_session(&self, sessionid: &str) -> usize {
+        self.calls.active_in_session(sessionid)
+    }
+
+    /// Returns the key ring of the current settings.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.settings.load().keys)
+    }
+}
+
+impl View<'_> {
+    fn handle(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
         let buf = inbound.bytes;
         if buf
             .iter()
@@ -113,39 +247,6 @@ impl Core {
         };
         scratch.headers = headers;
         outcome
-    }
-
-    /// Adds the returning-caller header to a new call's INVITE in `out` and remembers the
-    /// value for the call's retransmissions.
-    pub fn finish_new_call(&self, new_call: &NewCall, out: &mut Vec<u8>, returning: Returning) {
-        let _ = new_call.entry.returning.set(returning);
-        let line = self.stamps.returning_line(returning);
-        let at = new_call.stamp_at.min(out.len());
-        out.splice(at..at, line.iter().copied());
-    }
-
-    /// Removes calls that ended more than the grace period ago; call about once a second.
-    pub fn tick(&self, now: Instant) -> usize {
-        self.calls.sweep(now)
-    }
-
-    /// Calls that have not ended.
-    pub fn active_calls(&self) -> usize {
-        self.calls.active()
-    }
-
-    /// Calls in the table, including ended calls still in their grace period.
-    pub fn tracked_calls(&self) -> usize {
-        self.calls.len()
-    }
-
-    /// Active calls of one session, including the one asking.
-    pub fn active_calls_in_session(&self, sessionid: &str) -> usize {
-        self.calls.active_in_session(sessionid)
-    }
-
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
     }
 
     /// Answers a request that failed to scan, when enough of it was read to build a response.

@@ -12,7 +12,7 @@ mod request;
 mod response;
 mod stamp;
 
-pub use self::core::Core;
+pub use self::core::{Core, CoreSettings};
 pub use calls::Returning;
 pub use outcome::{
     CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,

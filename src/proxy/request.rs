@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::calls::{CallEntry, CallTable, InsertError, Returning, StripHeaders, Transition};
-use super::core::{Core, Reject, PROXY_REQUIRE};
+use super::core::{Reject, View, PROXY_REQUIRE};
 use super::local::{encode_flow, FLOW_PARAM};
 use super::outcome::{
     CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,
@@ -30,7 +30,7 @@ struct Plan<'a> {
     returning: Option<Returning>,
 }
 
-impl Core {
+impl View<'_> {
     pub(super) fn on_request(
         &self,
         inbound: Inbound<'_>,
@@ -62,7 +62,7 @@ impl Core {
             return self.reject_request(inbound, &msg, method, reject, scratch);
         }
 
-        if inbound.source == self.upstream {
+        if self.is_upstream(inbound.source) {
             self.forward_to_edge(inbound, msg, method, max_forwards, scratch)
         } else {
             self.forward_to_upstream(inbound, msg, method, max_forwards, scratch)
@@ -122,6 +122,13 @@ impl Core {
                     };
                 }
                 Some(entry) => Some(entry),
+                None if self.draining => {
+                    let reject = Reject {
+                        extra: b"Retry-After: 5\r\n",
+                        ..Reject::new(503, "Service Unavailable", "draining")
+                    };
+                    return self.reject_request(inbound, &msg, method, reject, scratch);
+                }
                 None => match self.create_call(inbound, &msg, &scratch.key) {
                     Ok((entry, true)) => {
                         new_call = Some(entry.clone());
@@ -169,7 +176,7 @@ impl Core {
         });
         Outcome::Forward {
             transport: out_transport,
-            dest: self.upstream,
+            dest: entry.as_ref().map_or(self.upstream, |e| e.upstream),
             kind: MessageKind::Request(method),
             direction: Direction::ToUpstream,
             new_call,
@@ -280,9 +287,8 @@ impl Core {
         identity::derive(&input, trunk)
     }
 
-    /// Returns the identity an initial INVITE would get, without creating a call. For the
-    /// `inspect` command; `None` for any other message.
-    pub fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
+    /// Returns the identity an initial INVITE would get, without creating a call.
+    pub(super) fn inspect_identity(&self, inbound: Inbound<'_>) -> Option<Identity> {
         let mut headers = Vec::new();
         let scanned = crate::message::scan(inbound.bytes, &self.limits, &mut headers).ok()?;
         let msg = Message {
@@ -345,6 +351,7 @@ impl Core {
             stamps,
             strip,
             (inbound.transport, inbound.source),
+            self.upstream,
             inbound.now,
         );
         self.calls.insert(key, entry)
@@ -449,6 +456,8 @@ impl Core {
         if let Some(stamps) = plan.stamps {
             editor.insert(head_end, &[stamps]);
             if let Some(returning) = plan.returning {
+                // NOTE: this name comes from the current settings, so after a reload that renames
+                // it, a call in progress carries the new name here and the old names above.
                 editor.insert(head_end, &[self.stamps.returning_line(returning)]);
             }
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::calls::{CallTable, Transition};
-use super::core::Core;
+use super::core::View;
 use super::local::{decode_flow, FLOW_PARAM};
 use super::outcome::{
     CallEvent, CallEventKind, Direction, DropReason, Inbound, MessageKind, Outcome, Scratch,
@@ -11,7 +11,7 @@ use super::outcome::{
 use crate::message::value::{elements, first_element_end};
 use crate::message::{HeaderName, Message, Transport, Via};
 
-impl Core {
+impl View<'_> {
     pub(super) fn on_response(
         &self,
         inbound: Inbound<'_>,
@@ -60,7 +60,7 @@ impl Core {
             return drop(DropReason::NoNextHop);
         };
 
-        let from_upstream = inbound.source == self.upstream;
+        let from_upstream = self.is_upstream(inbound.source);
         let mut event = None;
         if from_upstream && cseq_method == b"INVITE" {
             let from_tag = msg.tag(HeaderName::From).unwrap_or_default();

@@ -333,6 +333,18 @@ fn cancel_matches_the_invite_branch() {
     );
 }
 
+fn assert_forwarded_to_edge(outcome: Outcome) {
+    match outcome {
+        Outcome::Forward {
+            dest, direction, ..
+        } => {
+            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
+            assert_eq!(direction, Direction::ToEdge);
+        }
+        other => panic!("expected a forward to the edge, got {other:?}"),
+    }
+}
+
 #[test]
 fn upstream_bye_reaches_edge_flow() {
     let mut h = Harness::new(core());
@@ -341,15 +353,7 @@ fn upstream_bye_reaches_edge_flow() {
 Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\n\
 To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE\r\nX-Callid: not-for-edge\r\nContent-Length: 0\r\n\r\n";
     let outcome = h.send(UPSTREAM, Transport::Udp, bye.as_bytes());
-    match outcome {
-        Outcome::Forward {
-            dest, direction, ..
-        } => {
-            assert_eq!(dest, EDGE.parse::<SocketAddr>().unwrap());
-            assert_eq!(direction, Direction::ToEdge);
-        }
-        other => panic!("expected a forward, got {other:?}"),
-    }
+    assert_forwarded_to_edge(outcome);
     let out = h.out();
     assert!(header_values(&out, "Route").is_empty());
     assert!(header_values(&out, "X-Callid").is_empty());
@@ -580,4 +584,115 @@ From: <sip:a@b>;tag=f1\r\nTo: <sip:c@d>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 
     assert!(relayed.contains("\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n"), "{relayed}");
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.tick(h.now + std::time::Duration::from_secs(33)), 1);
+}
+
+fn bye_from_edge() -> &'static str {
+    "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+}
+
+#[test]
+fn draining_rejects_new_calls_only() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    h.core.set_draining(true);
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    let outcome = h.send(EDGE, Transport::Udp, second.as_bytes());
+    match outcome {
+        Outcome::Reply { status, reason, .. } => {
+            assert_eq!(status, 503);
+            assert_eq!(reason, "draining");
+        }
+        other => panic!("expected a 503 reply, got {other:?}"),
+    }
+    assert!(h.out().contains("\r\nRetry-After: 5\r\n"));
+
+    let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    assert_eq!(
+        header_values(&h.out(), "X-Callid"),
+        header_values(&invite_out, "X-Callid")
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn draining_off_accepts_new_calls_again() {
+    let mut h = Harness::new(core());
+    h.core.set_draining(true);
+    h.core.set_draining(false);
+    forwarded_invite(&mut h);
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn reload_keeps_calls_and_applies_new_names() {
+    let mut h = Harness::new(core());
+    let invite_out = forwarded_invite(&mut h);
+    reload(&h, &config("[headers]\nsessionid = \"X-Session-Id\"\n"));
+
+    let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    let bye_out = h.out();
+    assert_eq!(
+        header_values(&bye_out, "X-Callid"),
+        header_values(&invite_out, "X-Callid"),
+        "the call in progress keeps its ids"
+    );
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    h.send_and_finish(EDGE, second.as_bytes(), Returning::No);
+    let out = h.out();
+    let stamped = header_values(&out, "X-Session-Id");
+    assert_eq!(stamped.len(), 1);
+    assert!(stamped[0].starts_with("k1_"), "{stamped:?}");
+    // The old name is no longer the proxy's, so the caller's copy passes unchanged.
+    assert_eq!(header_values(&out, "X-Sessionid"), vec!["forged-by-caller"]);
+}
+
+/// Replaces the core's settings with those of `config`, as a SIGHUP reload does.
+fn reload(h: &Harness, config: &Config) {
+    let keys = KeyRing::clone(&core_with(config).keys());
+    h.core.reload(CoreSettings::new(
+        config,
+        keys,
+        TrustMap::from_config(config),
+    ));
+}
+
+#[test]
+fn reload_keeps_old_upstream_for_calls_in_progress() {
+    const NEW_UPSTREAM: &str = "127.0.0.1:5099";
+    let mut h = Harness::new(core());
+    forwarded_invite(&mut h);
+    let moved = Config::parse(
+        &format!("[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]\nupstream = \"{NEW_UPSTREAM}\"\n"),
+        "test",
+    )
+    .unwrap();
+    reload(&h, &moved);
+
+    let ack = "ACK sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-ack1\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    match h.send(EDGE, Transport::Udp, ack.as_bytes()) {
+        Outcome::Forward { dest, .. } => assert_eq!(dest, UPSTREAM.parse::<SocketAddr>().unwrap()),
+        other => panic!("expected a forward, got {other:?}"),
+    }
+
+    let bye = "BYE sip:caller@192.0.2.10:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-ub2\r\n\
+Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\n\
+To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+    assert_forwarded_to_edge(h.send(UPSTREAM, Transport::Udp, bye.as_bytes()));
+    assert_eq!(h.core.active_calls(), 0);
+
+    let second = INVITE.replace("call-1@edge", "call-2@edge");
+    match h.send_and_finish(EDGE, second.as_bytes(), Returning::No) {
+        Outcome::Forward { dest, .. } => {
+            assert_eq!(dest, NEW_UPSTREAM.parse::<SocketAddr>().unwrap())
+        }
+        other => panic!("expected a forward, got {other:?}"),
+    }
 }

@@ -199,6 +199,17 @@ impl Proxy {
     /// Like [`Proxy::start`], with `extra_toml` appended to the generated config. It may add
     /// tables such as `[limits]`, but it must not repeat the keys written here.
     pub fn start_with(upstream_port: u16, extra_toml: &str) -> Proxy {
+        Proxy::start_custom(upstream_port, extra_toml, &[], &[])
+    }
+
+    /// Like [`Proxy::start_with`], with environment variables `env` set for the process and
+    /// `args` added after `run --config FILE`.
+    pub fn start_custom(
+        upstream_port: u16,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proxy {
         let dir = tempfile::Builder::new()
             .prefix("sipstamp-e2e-")
             .tempdir()
@@ -206,33 +217,17 @@ impl Proxy {
         let sip_port = free_port();
         let admin_port = free_port();
 
-        let data_dir = dir.path().join("data");
-        let config = format!(
-            "data_dir = \"{data}\"\n\
-             \n\
-             [sip]\n\
-             udp = [\"{LOCALHOST}:{sip_port}\"]\n\
-             tcp = [\"{LOCALHOST}:{sip_port}\"]\n\
-             upstream = \"{LOCALHOST}:{upstream_port}\"\n\
-             upstream_transport = \"same\"\n\
-             \n\
-             [admin]\n\
-             listen = \"{LOCALHOST}:{admin_port}\"\n\
-             \n\
-             [log]\n\
-             level = \"info\"\n\
-             \n\
-             {extra_toml}\n",
-            data = data_dir.display(),
-        );
         let config_path = dir.path().join("sipstamp.toml");
-        fs::write(&config_path, config).expect("write the proxy config");
+        let config = base_config(dir.path(), sip_port, admin_port, upstream_port);
+        fs::write(&config_path, format!("{config}{extra_toml}\n")).expect("write the proxy config");
 
         let log = fs::File::create(dir.path().join("proxy.log")).expect("create proxy.log");
         let child = Command::new(env!("CARGO_BIN_EXE_sipstamp"))
             .arg("run")
             .arg("--config")
             .arg(&config_path)
+            .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
@@ -296,11 +291,124 @@ impl Proxy {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Returns the whole proxy log: stdout and stderr.
+    pub fn full_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Rewrites the config file with the generated keys plus `extra_toml`, for a reload.
+    pub fn rewrite_config(&self, extra_toml: &str) {
+        let config = base_config(
+            self.dir.path(),
+            self.sip_port,
+            self.admin_port,
+            self.upstream_port,
+        );
+        fs::write(
+            self.dir.path().join("sipstamp.toml"),
+            format!("{config}{extra_toml}\n"),
+        )
+        .expect("rewrite the proxy config");
+    }
+
+    /// Sends `signal` (a name such as `TERM` or `HUP`) to the proxy.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// Waits up to `timeout` for the proxy to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_with_timeout(&mut self.child, timeout)
+    }
+
+    /// Waits up to `timeout` until the log contains `needle`, counting only what was
+    /// written after the first `skip` bytes. Returns whether it appeared.
+    pub fn wait_for_log(&self, needle: &str, skip: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.full_log();
+            if log.get(skip..).is_some_and(|tail| tail.contains(needle)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `GET path` to the admin listener and returns the status code and body.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin_port, path)
+    }
+}
+
+/// Returns the config every test proxy starts with: listeners on `sip_port`, the admin API on
+/// `admin_port`, the upstream on `upstream_port`, data and log level.
+fn base_config(dir: &Path, sip_port: u16, admin_port: u16, upstream_port: u16) -> String {
+    let data_dir = dir.join("data");
+    format!(
+        "data_dir = \"{data}\"\n\
+         \n\
+         [sip]\n\
+         udp = [\"{LOCALHOST}:{sip_port}\"]\n\
+         tcp = [\"{LOCALHOST}:{sip_port}\"]\n\
+         upstream = \"{LOCALHOST}:{upstream_port}\"\n\
+         upstream_transport = \"same\"\n\
+         \n\
+         [admin]\n\
+         listen = \"{LOCALHOST}:{admin_port}\"\n\
+         \n\
+         [log]\n\
+         level = \"info\"\n\
+         \n",
+        data = data_dir.display(),
+    )
+}
+
+/// Sends one HTTP/1.1 GET to 127.0.0.1:`port` and returns the status code and body. Panics
+/// when the server does not respond within 5 s.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|err| panic!("connect to the admin port {port}: {err}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set the read timeout");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the HTTP request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|err| panic!("read the response to GET {path}: {err}"));
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status line in the response to GET {path}: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy with SIGTERM. Calls still active would make it drain for the configured
+    /// timeout, so after 1 s a second SIGTERM makes it exit at once.
     fn drop(&mut self) {
-        stop_child(&mut self.child, "TERM", Duration::from_secs(5));
+        send_signal(self.child.id(), "TERM");
+        if wait_with_timeout(&mut self.child, Duration::from_secs(1)).is_some() {
+            return;
+        }
+        stop_child(&mut self.child, "TERM", Duration::from_secs(4));
     }
 }
 

@@ -1,5 +1,8 @@
 //! `sipstamp run`: wires configuration, keys, store, proxy core, transports and the admin
-//! listener together, and runs until SIGTERM or SIGINT.
+//! listener together, and runs until SIGTERM or SIGINT. Signal handling, reload and drain are
+//! in `lifecycle`.
+
+mod lifecycle;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -62,7 +65,7 @@ pub fn run(config_path: Option<&Path>, log_format: Option<LogFormatArg>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!(%error, "sipstamp stopped with an error");
@@ -71,7 +74,11 @@ pub fn run(config_path: Option<&Path>, log_format: Option<LogFormatArg>) -> Exit
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    config: Config,
+    config_path: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let signals = lifecycle::Signals::install()?;
     crate::identity::warm_up();
     let (keys, created) = KeyRing::load_or_create(&config)?;
     for tenant in created {
@@ -95,7 +102,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
     let (jobs, job_rx) = mpsc::channel(STORE_QUEUE);
-    tokio::spawn(store_writer(
+    let writer = tokio::spawn(store_writer(
         Arc::clone(&store),
         Arc::clone(&metrics),
         job_rx,
@@ -131,12 +138,21 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let admin = start_admin(&config, Arc::clone(&store), Arc::clone(&core), ops).await?;
 
-    wait_for_shutdown().await;
+    lifecycle::Lifecycle {
+        core: Arc::clone(&core),
+        readiness: Arc::clone(&readiness),
+        config_path: config_path.map(Path::to_path_buf),
+        drain_timeout: Duration::from_secs(config.lifecycle.drain_timeout_secs),
+        started: config,
+    }
+    .run(signals)
+    .await;
     info!("shutting down");
     admin.abort();
     ticker.abort();
     sweeper.abort();
     tokio::task::spawn_blocking(move || listeners.shutdown()).await?;
+    lifecycle::flush_store_writes(writer).await;
     info!("sipstamp stopped");
     Ok(())
 }
@@ -153,8 +169,8 @@ async fn start_admin(
     };
     info!(token_file = %token_path.display(), "admin API token file");
     let lookup = move |instance: &str, callerid: &str| -> Result<Vec<String>, LookupError> {
-        let release = core
-            .keys()
+        let keys = core.keys();
+        let release = keys
             .release_by_id(instance)
             .ok_or(LookupError::UnknownInstance)?;
         let canonical = canonical_callerid(callerid)?;
@@ -204,22 +220,6 @@ fn canonical_callerid(callerid: &str) -> Result<String, LookupError> {
     }
     let policy = crate::identity::TrunkPolicy::default();
     crate::identity::normalise_number(trimmed, &policy).map_err(|_| LookupError::InvalidCallerid)
-}
-
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            error!(%error, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-    }
 }
 
 /// Work for the store that must not hold up forwarding.
