@@ -11,6 +11,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
@@ -181,6 +183,7 @@ pub fn tail_of(path: &Path, max: usize) -> String {
 pub struct Proxy {
     child: Child,
     dir: TempDir,
+    config_path: PathBuf,
     /// SIP port, the same number for UDP and TCP.
     pub sip_port: u16,
     /// Admin HTTP port.
@@ -228,21 +231,11 @@ impl Proxy {
         let config_path = dir.path().join("sipstamp.toml");
         fs::write(&config_path, config).expect("write the proxy config");
 
-        let log = fs::File::create(dir.path().join("proxy.log")).expect("create proxy.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sipstamp"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start the sipstamp binary");
-
+        let child = spawn_proxy(&config_path, dir.path());
         let mut proxy = Proxy {
             child,
             dir,
+            config_path,
             sip_port,
             admin_port,
             upstream_port,
@@ -277,6 +270,36 @@ impl Proxy {
         }
     }
 
+    /// Kills the proxy with SIGKILL, as a crash would, and waits for it to exit.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the proxy again with the same config and data folder after it exited, and
+    /// waits until it listens. The log file is appended to.
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            panic!("restart called while sipstamp {} still runs", self.pid());
+        }
+        self.child = spawn_proxy(&self.config_path, self.dir.path());
+        self.wait_listening();
+    }
+
+    /// The proxy's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Returns the admin API bearer token the proxy created in its data folder.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
     /// PID of the proxy process.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -296,6 +319,26 @@ impl Proxy {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Starts `sipstamp run --config config_path` in `dir`, appending its output to
+/// `dir/proxy.log`.
+fn spawn_proxy(config_path: &Path, dir: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("proxy.log"))
+        .expect("open proxy.log");
+    Command::new(env!("CARGO_BIN_EXE_sipstamp"))
+        .arg("run")
+        .arg("--config")
+        .arg(config_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("start the sipstamp binary")
 }
 
 impl Drop for Proxy {
@@ -320,6 +363,8 @@ pub struct SippSpec {
     pub rate: u32,
     /// Injection file name in `tests/sipp/` (`-inf`).
     pub injection: Option<String>,
+    /// More command-line arguments, such as `-trace_msg`.
+    pub extra_args: Vec<String>,
 }
 
 impl SippSpec {
@@ -339,6 +384,7 @@ impl SippSpec {
             calls,
             rate,
             injection: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -352,6 +398,7 @@ impl SippSpec {
             calls,
             rate: 0,
             injection: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -444,6 +491,7 @@ impl Sipp {
         if let Some(file) = &spec.injection {
             command.arg("-inf").arg(sipp_file(file));
         }
+        command.args(&spec.extra_args);
         let out = fs::File::create(dir.path().join("screen.log")).expect("create screen.log");
         let child = command
             .current_dir(dir.path())
