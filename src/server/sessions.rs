@@ -46,7 +46,7 @@ pub(super) async fn resolve_sessionid(
             .await;
         match written {
             Ok(()) => {
-                debug!(%sessionid, %original, "caller found under a retired key; alias written")
+                debug!(%sessionid, %original, "caller found under a retired key, alias written")
             }
             Err(error) => {
                 warn!(%error, %sessionid, %original, "caller found under a retired key, but the alias write failed; the next call searches again");
@@ -76,3 +76,6 @@ async fn original_of(
         .await?;
     Ok(alias.map(Arc::from))
 }
+
+#[cfg(test)]
+mod tests;
