@@ -57,7 +57,7 @@ pub(super) async fn resolve_sessionid(
     Ok(Arc::clone(sessionid))
 }
 
-/// Returns the sessionid whose session `older` stands for: `older` when a session exists under
+/// Returns the sessionid whose session `older` refers to: `older` when a session exists under
 /// it, else the original it is an alias of (a caller already carried over by an earlier
 /// rotation), else `None`.
 async fn original_of(
