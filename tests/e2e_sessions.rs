@@ -89,24 +89,39 @@ impl Rig {
             .upstream
             .recv_request("INVITE", call_id, FORWARD_TIMEOUT)
             .unwrap_or_else(|| panic!("INVITE {call_id} was not forwarded\n{}", self.proxy.log()));
-        let single = |name: &str| -> String {
-            let values = header_values(&forwarded, name);
-            assert_eq!(
-                values.len(),
-                1,
-                "{name} in INVITE {call_id}: {values:?}\n{}",
-                String::from_utf8_lossy(&forwarded)
-            );
-            values[0].clone()
-        };
-        Stamps {
-            callid: single("X-Callid"),
-            sessionid: single("X-Sessionid"),
-            conversationid: single("X-Conversationid"),
-            returning: single("X-Returning-Caller"),
-            assurance: single("X-Identity-Assurance"),
-            anonymous: single("X-Anonymous"),
+        stamps_of(&forwarded, call_id)
+    }
+
+    /// Returns the stamps of the INVITEs with these Call-IDs, in the order given, whatever
+    /// order they arrive in.
+    fn receive_invites(&self, call_ids: &[String]) -> Vec<Stamps> {
+        let mut received = std::collections::HashMap::new();
+        let deadline = Instant::now() + FORWARD_TIMEOUT;
+        while received.len() < call_ids.len() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let Some(message) = self.upstream.recv(remaining) else {
+                break;
+            };
+            if !message.starts_with(b"INVITE ") {
+                continue;
+            }
+            let call_id = header_values(&message, "Call-ID").pop().unwrap_or_default();
+            if call_ids.contains(&call_id) {
+                let stamps = stamps_of(&message, &call_id);
+                received.insert(call_id, stamps);
+            }
         }
+        call_ids
+            .iter()
+            .map(|call_id| {
+                received.remove(call_id).unwrap_or_else(|| {
+                    panic!("INVITE {call_id} was not forwarded\n{}", self.proxy.log())
+                })
+            })
+            .collect()
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<&str>) -> Response {
@@ -124,6 +139,28 @@ impl Rig {
             self.proxy.log()
         );
         response.json()
+    }
+}
+
+/// Returns the stamps of a forwarded INVITE, asserting that each header appears once.
+fn stamps_of(forwarded: &[u8], call_id: &str) -> Stamps {
+    let single = |name: &str| -> String {
+        let values = header_values(forwarded, name);
+        assert_eq!(
+            values.len(),
+            1,
+            "{name} in INVITE {call_id}: {values:?}\n{}",
+            String::from_utf8_lossy(forwarded)
+        );
+        values[0].clone()
+    };
+    Stamps {
+        callid: single("X-Callid"),
+        sessionid: single("X-Sessionid"),
+        conversationid: single("X-Conversationid"),
+        returning: single("X-Returning-Caller"),
+        assurance: single("X-Identity-Assurance"),
+        anonymous: single("X-Anonymous"),
     }
 }
 
@@ -220,12 +257,11 @@ fn parallel_calls_share_one_session() {
     let rig = Rig::start(TRUSTED_TRUNK);
     let number = "+493055508200";
 
-    for i in 0..CALLS {
-        rig.send_invite(number, &format!("parallel-{i}"), true, false);
+    let call_ids: Vec<String> = (0..CALLS).map(|i| format!("parallel-{i}")).collect();
+    for call_id in &call_ids {
+        rig.send_invite(number, call_id, true, false);
     }
-    let calls: Vec<Stamps> = (0..CALLS)
-        .map(|i| rig.receive_invite(&format!("parallel-{i}")))
-        .collect();
+    let calls = rig.receive_invites(&call_ids);
 
     let sessionid = &calls[0].sessionid;
     for stamps in &calls {
