@@ -452,8 +452,9 @@ fn rotation_keeps_original_sessionid() {
     assert_eq!(retired["exists"], true, "{sessions}");
 }
 
-#[test]
-fn rotation_new_caller_gets_current_key() {
+/// Returns a folder with key files for k0 and k1, and configuration in which k1 is the current
+/// key and k0 a retired one, with the trusted loopback trunk.
+fn rotated_config() -> (tempfile::TempDir, String) {
     let keys = tempfile::tempdir().expect("temporary folder");
     let old_key = keys.path().join("k0.key");
     let new_key = keys.path().join("k1.key");
@@ -465,6 +466,12 @@ fn rotation_new_caller_gets_current_key() {
         new_key.display(),
         old_key.display()
     );
+    (keys, config)
+}
+
+#[test]
+fn rotation_new_caller_gets_current_key() {
+    let (_keys, config) = rotated_config();
     let rig = Rig::start(&config);
     let number = "+493055508301";
 
@@ -684,4 +691,38 @@ fn redis_unreachable_at_start() {
     eprintln!("answers after Redis started: {answers:?}");
     let sessionid = &down.sessionid;
     assert!(call_count(&rig.session(sessionid)) >= 2);
+}
+
+/// Returns the median and the slowest time from sending an INVITE to its arrival upstream,
+/// over `callers` first calls of distinct callers and then a second call of each.
+fn forward_latencies(rig: &Rig, prefix: &str, callers: usize) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(callers * 2);
+    for round in 0..2 {
+        for i in 0..callers {
+            let number = format!("+4930555{:06}", 700_000 + i);
+            let started = Instant::now();
+            rig.call(&number, &format!("{prefix}-{round}-{i}"), true, false);
+            times.push(started.elapsed());
+        }
+    }
+    times.sort_unstable();
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+/// Measures what the retired-key lookups add per call with the embedded store. Run with
+/// `cargo test --test e2e_sessions rotation_lookup_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; prints numbers and checks nothing"]
+fn rotation_lookup_cost() {
+    const CALLERS: usize = 200;
+    let (_keys, rotated) = rotated_config();
+
+    let plain = Rig::start(TRUSTED_TRUNK);
+    let (median, slowest) = forward_latencies(&plain, "plain", CALLERS);
+    eprintln!("no retired key: median {median:?}, slowest {slowest:?}");
+    drop(plain);
+
+    let rotation = Rig::start(&rotated);
+    let (median, slowest) = forward_latencies(&rotation, "rotated", CALLERS);
+    eprintln!("one retired key: median {median:?}, slowest {slowest:?}");
 }

@@ -172,7 +172,7 @@ impl Core {
 
         let out_transport = self.upstream_transport(inbound.transport);
         // NOTE: a CANCEL or BYE that arrives while the first INVITE still waits for the store is
-        // forwarded at once, ahead of that INVITE, and with the sessionid as it is then, which
+        // forwarded at once, ahead of that INVITE. It carries the sessionid as it is then, which
         // may be the current-key one that a key-rotation rebind replaces a moment later.
         let plan = Plan {
             out_transport,
