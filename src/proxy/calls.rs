@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -33,9 +33,18 @@ impl Returning {
 /// One call in progress.
 #[derive(Debug)]
 pub struct CallEntry {
+    /// The identifiers computed for the first INVITE. After a key rotation the driver may
+    /// replace the sessionid with the one the caller had under a retired key. The stamps then
+    /// carry that sessionid, while `ids.sessionid` keeps the current-key value.
     pub ids: CallIds,
     /// The stamped header lines, rendered once for the first INVITE and reused.
-    pub stamps: Box<[u8]>,
+    stamps: Box<[u8]>,
+    /// The stamped header lines with the sessionid the store resolved, set at most once
+    /// before the first INVITE is sent.
+    rebound_stamps: OnceLock<Box<[u8]>>,
+    /// The sessionid under which the call counts as active in its session. The lock orders a
+    /// rebind against the end of the call, so the count moves exactly once.
+    counted_session: Mutex<Arc<str>>,
     /// Identity headers to remove from every request of the call sent upstream.
     pub strip: StripHeaders,
     /// Transport and address the call's first INVITE came from.
@@ -69,8 +78,10 @@ impl CallEntry {
         now: Instant,
     ) -> Self {
         Self {
+            counted_session: Mutex::new(Arc::clone(&ids.sessionid)),
             ids,
             stamps,
+            rebound_stamps: OnceLock::new(),
             strip,
             edge,
             upstream,
@@ -79,6 +90,21 @@ impl CallEntry {
             ended: AtomicU64::new(0),
             answered: AtomicBool::new(false),
         }
+    }
+
+    /// Returns the stamped header lines of the call's requests toward the upstream.
+    pub fn stamps(&self) -> &[u8] {
+        self.rebound_stamps.get().unwrap_or(&self.stamps)
+    }
+
+    /// Returns the stamped header lines as rendered for the first INVITE, before any rebind.
+    pub fn initial_stamps(&self) -> &[u8] {
+        &self.stamps
+    }
+
+    /// Returns true once the sessionid was replaced by [`CallTable::rebind`].
+    pub fn is_rebound(&self) -> bool {
+        self.rebound_stamps.get().is_some()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -199,13 +225,40 @@ impl CallTable {
 
     fn release(&self, entry: &CallEntry) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        let sessionid = &entry.ids.sessionid;
+        let counted = entry
+            .counted_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.decrement_session(&counted);
+    }
+
+    fn decrement_session(&self, sessionid: &Arc<str>) {
         if let dashmap::Entry::Occupied(mut count) = self.per_session.entry(Arc::clone(sessionid)) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
                 count.remove();
             }
         }
+    }
+
+    /// Moves a call to another sessionid: its later requests carry `stamps`, and it counts as
+    /// active in the session of `sessionid` instead of the old one. Only the first rebind of
+    /// a call takes effect; returns whether this one did. A call that already ended keeps
+    /// the count where it was, because its end released the old sessionid.
+    pub fn rebind(&self, entry: &CallEntry, sessionid: Arc<str>, stamps: Box<[u8]>) -> bool {
+        let mut counted = entry
+            .counted_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if entry.rebound_stamps.set(stamps).is_err() {
+            return false;
+        }
+        if !entry.is_ended() && *counted != sessionid {
+            *self.per_session.entry(Arc::clone(&sessionid)).or_insert(0) += 1;
+            self.decrement_session(&counted);
+            *counted = sessionid;
+        }
+        true
     }
 
     /// Returns how many calls of a session are active.

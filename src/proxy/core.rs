@@ -185,13 +185,43 @@ impl Core {
     }
 
     /// Adds the returning-caller header to a new call's INVITE in `out` and remembers the
-    /// value for the call's retransmissions.
+    /// value for the call's retransmissions. When [`Core::rebind_session`] replaced the
+    /// call's sessionid, the stamped headers in `out` are replaced too.
     pub fn finish_new_call(&self, new_call: &NewCall, out: &mut Vec<u8>, returning: Returning) {
-        let _ = new_call.entry.returning.set(returning);
+        let entry = &new_call.entry;
+        let mut at = new_call.stamp_at.min(out.len());
+        if entry.is_rebound() {
+            let initial = entry.initial_stamps();
+            let start = at.saturating_sub(initial.len());
+            if out.get(start..at) == Some(initial) {
+                let stamps = entry.stamps();
+                out.splice(start..at, stamps.iter().copied());
+                at = start + stamps.len();
+            }
+        }
         let settings = self.settings.load();
         let line = settings.stamps.returning_line(returning);
-        let at = new_call.stamp_at.min(out.len());
         out.splice(at..at, line.iter().copied());
+        // Set last: a retransmission is forwarded only once this is set, and must then see
+        // the rebound stamps.
+        let _ = entry.returning.set(returning);
+    }
+
+    /// Replaces a new call's sessionid before its INVITE is sent, after the store found the
+    /// caller's session under an older sessionid (see [`NewCall::previous_sessionids`]).
+    /// Every later request of the call carries `sessionid`, and the call counts as active in
+    /// that session. Call before [`Core::finish_new_call`], at most once per call; returns
+    /// false when the call was already rebound or finished.
+    pub fn rebind_session(&self, new_call: &NewCall, sessionid: Arc<str>) -> bool {
+        let entry = &new_call.entry;
+        if entry.returning.get().is_some() {
+            return false;
+        }
+        let settings = self.settings.load();
+        let stamps = settings
+            .stamps
+            .with_sessionid(entry.initial_stamps(), &entry.ids, &sessionid);
+        self.calls.rebind(entry, sessionid, stamps)
     }
 
     /// Removes calls that ended more than the grace period ago; call about once a second.

@@ -125,6 +125,10 @@ impl DropReason {
 #[derive(Debug, Clone)]
 pub struct NewCall {
     pub ids: CallIds,
+    /// The caller's sessionids under the tenant's retired keys, in configuration order, so
+    /// the driver can find a session created before a key rotation. Empty for anonymous calls
+    /// and when the tenant has no retired keys.
+    pub previous_sessionids: Vec<Arc<str>>,
     /// Offset in the output where the returning-caller header goes.
     pub(crate) stamp_at: usize,
     pub(crate) entry: Arc<CallEntry>,

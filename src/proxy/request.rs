@@ -30,6 +30,16 @@ struct Plan<'a> {
     returning: Option<Returning>,
 }
 
+/// The result of [`Core::create_call`].
+struct CreatedCall {
+    /// The call in the table under the key.
+    entry: Arc<CallEntry>,
+    /// False when another worker inserted a call with the same key first.
+    inserted: bool,
+    /// The caller's sessionids under the tenant's retired keys.
+    previous_sessionids: Vec<Arc<str>>,
+}
+
 impl View<'_> {
     pub(super) fn on_request(
         &self,
@@ -130,11 +140,17 @@ impl View<'_> {
                     return self.reject_request(inbound, &msg, method, reject, scratch);
                 }
                 None => match self.create_call(inbound, &msg, &scratch.key) {
-                    Ok((entry, true)) => {
-                        new_call = Some(entry.clone());
+                    Ok(CreatedCall {
+                        entry,
+                        inserted: true,
+                        previous_sessionids,
+                    }) => {
+                        new_call = Some((entry.clone(), previous_sessionids));
                         Some(entry)
                     }
-                    Ok((_, false)) => {
+                    Ok(CreatedCall {
+                        inserted: false, ..
+                    }) => {
                         return Outcome::Drop {
                             reason: DropReason::Pending,
                         };
@@ -159,17 +175,21 @@ impl View<'_> {
         }
 
         let out_transport = self.upstream_transport(inbound.transport);
+        // NOTE: a CANCEL or BYE that arrives while the first INVITE still waits for the store is
+        // forwarded at once, ahead of that INVITE. It carries the sessionid as it is then, which
+        // may be the current-key one that a key-rotation rebind replaces a moment later.
         let plan = Plan {
             out_transport,
             record_route: initial && matches!(method, Method::Invite | Method::Subscribe),
             strip: entry.as_ref().map(|e| e.strip).unwrap_or_default(),
-            stamps: entry.as_deref().map(|e| &e.stamps[..]),
+            stamps: entry.as_deref().map(CallEntry::stamps),
             returning: entry.as_ref().and_then(|e| e.returning.get().copied()),
         };
         let stamp_at = self.write_request(inbound, &msg, max_forwards, &plan, scratch);
-        let new_call = new_call.map(|entry| {
+        let new_call = new_call.map(|(entry, previous_sessionids)| {
             Box::new(NewCall {
                 ids: entry.ids.clone(),
+                previous_sessionids,
                 stamp_at,
                 entry,
             })
@@ -307,7 +327,7 @@ impl View<'_> {
         inbound: Inbound<'_>,
         msg: &Message<'_>,
         key: &[u8],
-    ) -> Result<(Arc<CallEntry>, bool), InsertError> {
+    ) -> Result<CreatedCall, InsertError> {
         let identity = self.derive_identity(inbound, msg);
         let request_user = match msg.scanned.start {
             StartLine::Request { ref uri, .. } => {
@@ -316,9 +336,20 @@ impl View<'_> {
             StartLine::Response { .. } => None,
         };
         let release = self.keys.select(request_user);
-        let sessionid = match (&identity.callerid, identity.anonymous) {
-            (Some(callerid), false) => release.sessionid(callerid),
-            _ => random_id(IdKind::AnonymousSession),
+        let (sessionid, previous_sessionids) = match (&identity.callerid, identity.anonymous) {
+            (Some(callerid), false) => {
+                let previous = if release.has_previous_keys() {
+                    release
+                        .previous_sessionids(callerid)
+                        .into_iter()
+                        .map(Arc::from)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (release.sessionid(callerid), previous)
+            }
+            _ => (random_id(IdKind::AnonymousSession), Vec::new()),
         };
         let ids = CallIds {
             callid: random_id(IdKind::Call).into(),
@@ -354,7 +385,12 @@ impl View<'_> {
             self.upstream,
             inbound.now,
         );
-        self.calls.insert(key, entry)
+        let (entry, inserted) = self.calls.insert(key, entry)?;
+        Ok(CreatedCall {
+            entry,
+            inserted,
+            previous_sessionids,
+        })
     }
 
     /// Writes the forwarded request into `scratch.out` and returns the offset where stamped

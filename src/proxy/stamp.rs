@@ -74,6 +74,21 @@ impl StampNames {
         line(&n.identity_assurance, ids.assurance.as_str());
         out.into_bytes().into_boxed_slice()
     }
+
+    /// Returns a copy of a header block from [`StampNames::render`] for `ids` whose
+    /// sessionid line carries `sessionid` instead of `ids.sessionid`.
+    pub fn with_sessionid(&self, stamps: &[u8], ids: &CallIds, sessionid: &str) -> Box<[u8]> {
+        let n = &self.names;
+        // `render` writes the callid line first and the sessionid line second.
+        let start = n.callid.len() + 2 + ids.callid.len() + 2 + n.sessionid.len() + 2;
+        let end = start + ids.sessionid.len();
+        debug_assert_eq!(stamps.get(start..end), Some(ids.sessionid.as_bytes()));
+        let mut out = Vec::with_capacity(stamps.len() - ids.sessionid.len() + sessionid.len());
+        out.extend_from_slice(&stamps[..start]);
+        out.extend_from_slice(sessionid.as_bytes());
+        out.extend_from_slice(&stamps[end..]);
+        out.into_boxed_slice()
+    }
 }
 
 fn is_header_safe(value: &str) -> bool {

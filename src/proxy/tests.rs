@@ -696,3 +696,162 @@ To: <sip:+4930555111@edge.example>;tag=f1\r\nCall-ID: call-1@edge\r\nCSeq: 1 BYE
         other => panic!("expected a forward, got {other:?}"),
     }
 }
+
+/// A core whose tenant has one retired key, as after a key rotation.
+fn core_with_retired_key() -> Core {
+    let config = config("");
+    let mut keys = HashMap::new();
+    keys.insert(
+        "default".to_owned(),
+        TenantKeys {
+            current: zeroize::Zeroizing::new(vec![7u8; 32]),
+            previous: vec![("k0".to_owned(), zeroize::Zeroizing::new(vec![3u8; 32]))],
+        },
+    );
+    let ring = KeyRing::from_tenant_keys(&config, &keys).expect("keys load");
+    Core::new(&config, ring, TrustMap::from_config(&config))
+}
+
+/// Sends the first INVITE of a call and returns its pending new call, without finishing it.
+fn pending_call(h: &mut Harness, invite: &str) -> Box<NewCall> {
+    let outcome = h.send(EDGE, Transport::Udp, invite.as_bytes());
+    match outcome {
+        Outcome::Forward {
+            new_call: Some(new_call),
+            ..
+        } => new_call,
+        other => panic!("expected a new call, got {other:?}"),
+    }
+}
+
+const ORIGINAL: &str = "k0_original0session";
+
+#[test]
+fn previous_sessionids_follow_retired_keys() {
+    let mut h = Harness::new(core_with_retired_key());
+    let new_call = pending_call(&mut h, INVITE);
+    let out = h.out();
+    let callerid = header_values(&out, "X-Callerid")[0].to_owned();
+    let keys = h.core.keys();
+    let release = &keys.releases()[0];
+
+    let expected: Vec<std::sync::Arc<str>> = release
+        .previous_sessionids(&callerid)
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(new_call.previous_sessionids, expected);
+    assert_eq!(new_call.previous_sessionids.len(), 1);
+    assert!(new_call.previous_sessionids[0].starts_with("k0_"));
+    assert_ne!(new_call.previous_sessionids[0], new_call.ids.sessionid);
+}
+
+#[test]
+fn previous_sessionids_empty_without_rotation() {
+    let mut h = Harness::new(core());
+    let new_call = pending_call(&mut h, INVITE);
+    assert!(new_call.previous_sessionids.is_empty());
+}
+
+#[test]
+fn previous_sessionids_empty_for_anonymous() {
+    let mut h = Harness::new(core_with_retired_key());
+    let anonymous = INVITE.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nPrivacy: id\r\n",
+    );
+    let new_call = pending_call(&mut h, &anonymous);
+    assert!(new_call.ids.anonymous);
+    assert!(new_call.previous_sessionids.is_empty());
+}
+
+#[test]
+fn rebind_stamps_invite_and_later_requests() {
+    let mut h = Harness::new(core_with_retired_key());
+    let new_call = pending_call(&mut h, INVITE);
+    let mut invite_out = h.scratch.out.clone();
+    let current = new_call.ids.sessionid.clone();
+
+    assert!(h.core.rebind_session(&new_call, ORIGINAL.into()));
+    h.core
+        .finish_new_call(&new_call, &mut invite_out, Returning::Yes);
+    let invite_out = String::from_utf8(invite_out).unwrap();
+    assert_eq!(header_values(&invite_out, "X-Sessionid"), vec![ORIGINAL]);
+    assert_eq!(
+        header_values(&invite_out, "X-Returning-Caller"),
+        vec!["true"]
+    );
+    assert_eq!(header_values(&invite_out, "X-Callerid").len(), 1);
+    assert!(invite_out.ends_with("\r\n\r\nv=0\r\nx=1"), "{invite_out}");
+    assert!(!invite_out.contains(&*current));
+
+    // A retransmission of the INVITE is the same message.
+    let again = h.send(EDGE, Transport::Udp, INVITE.as_bytes());
+    assert!(matches!(again, Outcome::Forward { new_call: None, .. }));
+    assert_eq!(h.out(), invite_out);
+
+    let cancel = INVITE
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.send(EDGE, Transport::Udp, cancel.as_bytes());
+    assert_eq!(header_values(&h.out(), "X-Sessionid"), vec![ORIGINAL]);
+
+    let bye = "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 1);
+    assert_eq!(h.core.active_calls_in_session(&current), 0);
+    h.send(EDGE, Transport::Udp, bye.as_bytes());
+    assert_eq!(header_values(&h.out(), "X-Sessionid"), vec![ORIGINAL]);
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 0);
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn rebind_counts_parallel_calls_in_original() {
+    let mut h = Harness::new(core_with_retired_key());
+    let first = pending_call(&mut h, INVITE);
+    let second_invite = INVITE.replace("call-1@edge", "call-2@edge");
+    let second = pending_call(&mut h, &second_invite);
+    assert_eq!(h.core.active_calls_in_session(&first.ids.sessionid), 2);
+
+    assert!(h.core.rebind_session(&first, ORIGINAL.into()));
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 1);
+    assert!(h.core.rebind_session(&second, ORIGINAL.into()));
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 2);
+    assert_eq!(h.core.active_calls_in_session(&first.ids.sessionid), 0);
+}
+
+#[test]
+fn rebind_only_once_and_before_finish() {
+    let mut h = Harness::new(core_with_retired_key());
+    let new_call = pending_call(&mut h, INVITE);
+    assert!(h.core.rebind_session(&new_call, ORIGINAL.into()));
+    assert!(!h.core.rebind_session(&new_call, "k0_other".into()));
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 1);
+    assert_eq!(h.core.active_calls_in_session("k0_other"), 0);
+
+    let second_invite = INVITE.replace("call-1@edge", "call-2@edge");
+    let finished = pending_call(&mut h, &second_invite);
+    let mut out = h.scratch.out.clone();
+    h.core.finish_new_call(&finished, &mut out, Returning::No);
+    assert!(!h.core.rebind_session(&finished, ORIGINAL.into()));
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 1);
+}
+
+#[test]
+fn rebind_after_call_ended_keeps_counts() {
+    let mut h = Harness::new(core_with_retired_key());
+    let new_call = pending_call(&mut h, INVITE);
+    let current = new_call.ids.sessionid.clone();
+    let bye = "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
+To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.send(EDGE, Transport::Udp, bye.as_bytes());
+    assert_eq!(h.core.active_calls_in_session(&current), 0);
+
+    assert!(h.core.rebind_session(&new_call, ORIGINAL.into()));
+    assert_eq!(h.core.active_calls_in_session(ORIGINAL), 0);
+    assert_eq!(h.core.active_calls_in_session(&current), 0);
+    assert_eq!(h.core.active_calls(), 0);
+}

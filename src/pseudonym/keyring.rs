@@ -54,6 +54,21 @@ impl Release {
         self.key.sessionid(callerid)
     }
 
+    /// Returns true when the tenant has retired keys, so a caller may have a session under an
+    /// older sessionid.
+    pub fn has_previous_keys(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
+    /// Computes the sessionids of a canonical callerid under every retired key, in
+    /// configuration order. Empty when the tenant has no retired keys.
+    pub fn previous_sessionids(&self, callerid: &str) -> Vec<String> {
+        self.previous
+            .iter()
+            .map(|key| key.sessionid(callerid))
+            .collect()
+    }
+
     /// Computes the sessionid of a canonical callerid under the current key and every retired
     /// key, current first, so lookups and erasure also find data stored before a rotation.
     pub fn sessionids_all_keys(&self, callerid: &str) -> Vec<String> {

@@ -28,6 +28,8 @@ use crate::store::{self, Conversation, SessionStore, SessionTouch, StoreError};
 use crate::telemetry::{Metrics, ScrapeSources, StoreOp};
 use crate::transport::{FramingError, Listeners, MessageHandler, Sender, TransportStats};
 
+mod sessions;
+
 /// Most store writes (conversation records and retried session updates) queued at once.
 const STORE_QUEUE: usize = 65_536;
 /// Most new calls waiting for the store at once; beyond it calls go on with an unknown
@@ -224,8 +226,10 @@ fn canonical_callerid(callerid: &str) -> Result<String, LookupError> {
 
 /// Work for the store that must not hold up forwarding.
 enum StoreJob {
+    /// Counts a call in its session, after resolving a retired-key session as a new call does.
     Touch {
         sessionid: Arc<str>,
+        previous_sessionids: Vec<Arc<str>>,
         tenant: Arc<str>,
         instance: Arc<str>,
         key_id: Arc<str>,
@@ -321,20 +325,8 @@ impl Driver {
         let ids = new_call.ids.clone();
         let outcome_kind = MessageKind::Request(Method::Invite);
         let now = store::now_ms();
-        self.queue(StoreJob::Start(Conversation {
-            conversationid: ids.conversationid.to_string(),
-            sessionid: ids.sessionid.to_string(),
-            tenant: ids.tenant.to_string(),
-            callid: ids.callid.to_string(),
-            release: ids.instance_id.to_string(),
-            started_at_ms: now,
-            answered_at_ms: None,
-            ended_at_ms: None,
-            final_status: None,
-            anonymous: ids.anonymous,
-            identity_source: ids.source.as_str().to_owned(),
-        }));
         if ids.anonymous {
+            self.queue(conversation_start(&ids, &ids.sessionid, now));
             self.core.finish_new_call(new_call, &mut out, Returning::No);
             self.metrics.returning(Returning::No);
             send(sender, transport, dest, &out);
@@ -347,7 +339,8 @@ impl Driver {
         }
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
             warn!(callid = %ids.callid, "too many calls waiting for the store; forwarding with returning caller unknown");
-            self.queue(touch_job(&ids, now));
+            self.queue(conversation_start(&ids, &ids.sessionid, now));
+            self.queue(touch_job(new_call, now));
             self.core
                 .finish_new_call(new_call, &mut out, Returning::Unknown);
             self.metrics.returning(Returning::Unknown);
@@ -370,17 +363,35 @@ impl Driver {
         self.runtime.spawn(
             async move {
                 let _permit = permit;
-                let other_calls_active = core.active_calls_in_session(&ids.sessionid) > 1;
-                let touch = SessionTouch {
-                    sessionid: &ids.sessionid,
-                    tenant: &ids.tenant,
-                    instance: &ids.instance_id,
-                    key_id: &ids.key_id,
-                    now,
-                    other_calls_active,
+                // The sessionid the call ends up with: the current-key one unless the store
+                // keeps the caller under a retired key's sessionid.
+                let mut sessionid = Arc::clone(&ids.sessionid);
+                let resolved_and_touched = async {
+                    sessionid = sessions::resolve_sessionid(
+                        &*store,
+                        &metrics,
+                        &ids.sessionid,
+                        &new_call.previous_sessionids,
+                    )
+                    .await?;
+                    if sessionid != ids.sessionid {
+                        core.rebind_session(&new_call, Arc::clone(&sessionid));
+                    }
+                    let other_calls_active = core.active_calls_in_session(&sessionid) > 1;
+                    let touch = SessionTouch {
+                        sessionid: &sessionid,
+                        tenant: &ids.tenant,
+                        instance: &ids.instance_id,
+                        key_id: &ids.key_id,
+                        now,
+                        other_calls_active,
+                    };
+                    metrics
+                        .timed_store_op(StoreOp::TouchSession, store.touch_session(touch))
+                        .await
                 };
-                let touched = metrics.timed_store_op(StoreOp::TouchSession, store.touch_session(touch));
-                let returning = match tokio::time::timeout(budget, touched).await {
+                let result = tokio::time::timeout(budget, resolved_and_touched).await;
+                let returning = match result {
                     Ok(Ok(touch)) => {
                         // A caller whose identity could be spoofed is never reported as
                         // returning, so a forged From cannot reach another caller's history.
@@ -392,7 +403,7 @@ impl Driver {
                     }
                     Ok(Err(error)) => {
                         warn!(%error, "session store failed; the session update is queued for retry");
-                        let _ = jobs.try_send(touch_job(&ids, now));
+                        let _ = jobs.try_send(touch_job(&new_call, now));
                         Returning::Unknown
                     }
                     Err(_) => {
@@ -400,6 +411,9 @@ impl Driver {
                         Returning::Unknown
                     }
                 };
+                if jobs.try_send(conversation_start(&ids, &sessionid, now)).is_err() {
+                    warn!("store write queue full; a conversation record was not written");
+                }
                 core.finish_new_call(&new_call, &mut out, returning);
                 metrics.returning(returning);
                 send(&sender, transport, dest, &out);
@@ -429,9 +443,28 @@ fn forwarded(transport: Transport, dest: SocketAddr, kind: MessageKind) -> Outco
     }
 }
 
-fn touch_job(ids: &crate::proxy::CallIds, at: u64) -> StoreJob {
+/// Returns the start record of a new call's conversation, under the sessionid the call uses.
+fn conversation_start(ids: &crate::proxy::CallIds, sessionid: &str, at: u64) -> StoreJob {
+    StoreJob::Start(Conversation {
+        conversationid: ids.conversationid.to_string(),
+        sessionid: sessionid.to_owned(),
+        tenant: ids.tenant.to_string(),
+        callid: ids.callid.to_string(),
+        release: ids.instance_id.to_string(),
+        started_at_ms: at,
+        answered_at_ms: None,
+        ended_at_ms: None,
+        final_status: None,
+        anonymous: ids.anonymous,
+        identity_source: ids.source.as_str().to_owned(),
+    })
+}
+
+fn touch_job(new_call: &NewCall, at: u64) -> StoreJob {
+    let ids = &new_call.ids;
     StoreJob::Touch {
         sessionid: Arc::clone(&ids.sessionid),
+        previous_sessionids: new_call.previous_sessionids.clone(),
         tenant: Arc::clone(&ids.tenant),
         instance: Arc::clone(&ids.instance_id),
         key_id: Arc::clone(&ids.key_id),
@@ -478,23 +511,32 @@ async fn run_job(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>, job: Store
         let result = match &job {
             StoreJob::Touch {
                 sessionid,
+                previous_sessionids,
                 tenant,
                 instance,
                 key_id,
                 at,
             } => {
-                let touch = SessionTouch {
-                    sessionid,
-                    tenant,
-                    instance,
-                    key_id,
-                    now: *at,
-                    other_calls_active: true,
-                };
-                metrics
-                    .timed_store_op(StoreOp::TouchSession, store.touch_session(touch))
-                    .await
-                    .map(|_| ())
+                let resolved =
+                    sessions::resolve_sessionid(&*store, &metrics, sessionid, previous_sessionids)
+                        .await;
+                match resolved {
+                    Ok(resolved) => {
+                        let touch = SessionTouch {
+                            sessionid: &resolved,
+                            tenant,
+                            instance,
+                            key_id,
+                            now: *at,
+                            other_calls_active: true,
+                        };
+                        metrics
+                            .timed_store_op(StoreOp::TouchSession, store.touch_session(touch))
+                            .await
+                            .map(|_| ())
+                    }
+                    Err(error) => Err(error),
+                }
             }
             StoreJob::Start(conversation) => {
                 let started = store.start_conversation(conversation.clone());

@@ -11,6 +11,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
@@ -181,6 +183,7 @@ pub fn tail_of(path: &Path, max: usize) -> String {
 pub struct Proxy {
     child: Child,
     dir: TempDir,
+    config_path: PathBuf,
     /// SIP port, the same number for UDP and TCP.
     pub sip_port: u16,
     /// Admin HTTP port.
@@ -221,23 +224,11 @@ impl Proxy {
         let config = base_config(dir.path(), sip_port, admin_port, upstream_port);
         fs::write(&config_path, format!("{config}{extra_toml}\n")).expect("write the proxy config");
 
-        let log = fs::File::create(dir.path().join("proxy.log")).expect("create proxy.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sipstamp"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start the sipstamp binary");
-
+        let child = spawn_proxy(&config_path, dir.path(), args, env);
         let mut proxy = Proxy {
             child,
             dir,
+            config_path,
             sip_port,
             admin_port,
             upstream_port,
@@ -270,6 +261,36 @@ impl Proxy {
             }
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the proxy with SIGKILL, as a crash would, and waits for it to exit.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the proxy again with the same config and data folder after it exited, and
+    /// waits until it listens. The log file is appended to.
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            panic!("restart called while sipstamp {} still runs", self.pid());
+        }
+        self.child = spawn_proxy(&self.config_path, self.dir.path(), &[], &[]);
+        self.wait_listening();
+    }
+
+    /// The proxy's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Returns the admin API bearer token the proxy created in its data folder.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+            .trim()
+            .to_owned()
     }
 
     /// PID of the proxy process.
@@ -400,6 +421,28 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Starts `sipstamp run --config config_path` in `dir`, appending its output to
+/// `dir/proxy.log`.
+fn spawn_proxy(config_path: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("proxy.log"))
+        .expect("open proxy.log");
+    Command::new(env!("CARGO_BIN_EXE_sipstamp"))
+        .arg("run")
+        .arg("--config")
+        .arg(config_path)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("start the sipstamp binary")
+}
+
 impl Drop for Proxy {
     /// Stops the proxy with SIGTERM. Calls still active would make it drain for the configured
     /// timeout, so after 1 s a second SIGTERM makes it exit at once.
@@ -428,6 +471,8 @@ pub struct SippSpec {
     pub rate: u32,
     /// Injection file name in `tests/sipp/` (`-inf`).
     pub injection: Option<String>,
+    /// More command-line arguments, such as `-trace_msg`.
+    pub extra_args: Vec<String>,
 }
 
 impl SippSpec {
@@ -447,6 +492,7 @@ impl SippSpec {
             calls,
             rate,
             injection: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -460,6 +506,7 @@ impl SippSpec {
             calls,
             rate: 0,
             injection: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -552,6 +599,7 @@ impl Sipp {
         if let Some(file) = &spec.injection {
             command.arg("-inf").arg(sipp_file(file));
         }
+        command.args(&spec.extra_args);
         let out = fs::File::create(dir.path().join("screen.log")).expect("create screen.log");
         let child = command
             .current_dir(dir.path())

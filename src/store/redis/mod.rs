@@ -110,9 +110,19 @@ impl RedisStore {
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout));
-                let manager = ConnectionManager::new_with_config(client, manager_config)
-                    .await
-                    .map_err(backend)?;
+                let first =
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+                let manager = match first.await {
+                    Ok(manager) => manager,
+                    Err(error) => {
+                        // Start anyway, so calls are forwarded (with an unknown returning-caller
+                        // value) and the readiness probe reports the store down until Redis
+                        // accepts a connection. The manager reconnects on the next operation.
+                        tracing::error!(%error, "Redis is not reachable at start-up, so sipstamp runs without a store until it is");
+                        ConnectionManager::new_lazy_with_config(client, manager_config)
+                            .map_err(backend)?
+                    }
+                };
                 Connection::Single(manager)
             }
         };
