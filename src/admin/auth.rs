@@ -18,7 +18,13 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| {
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim_start())
+        });
     match presented {
         Some(presented) if token.matches(presented.trim()) => next.run(request).await,
         _ => {

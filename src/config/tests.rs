@@ -125,3 +125,22 @@ fn tcp_limits_defaults_and_validation() {
         ]
     );
 }
+
+#[test]
+fn stamped_names_must_not_be_sip_headers() {
+    for name in [
+        "Via",
+        "i",
+        "call-id",
+        "Content-Length",
+        "P-Asserted-Identity",
+    ] {
+        let text = format!("[headers]\ncallid = \"{name}\"\n");
+        let problems = match Config::parse(&text, "test") {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("{name}: expected a validation error, got {other:?}"),
+        };
+        assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+        assert_eq!(problems[0].key, "headers.callid", "{name}");
+    }
+}

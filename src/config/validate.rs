@@ -117,6 +117,8 @@ impl Config {
         for (field, name) in names {
             if !is_token(name) {
                 add(format!("headers.{field}"), "must be a header name (letters, digits, '-', '.', '_', '!', '%', '*', '+', '`', ''', '~')");
+            } else if is_sip_header(name) {
+                add(format!("headers.{field}"), "is a standard SIP header name or compact form; choose a name of your own such as X-Callid");
             } else if !seen.insert(name.to_ascii_lowercase()) {
                 add(
                     format!("headers.{field}"),
@@ -317,6 +319,67 @@ fn trunk_numbering_problems(trunk: &TrunkConfig) -> Vec<(&'static str, &'static 
         }
     }
     out
+}
+
+/// Header names of RFC 3261 section 20 and the identity headers the proxy reads. A stamped
+/// header under one of these names would be removed from or mixed into a header the message
+/// needs. Every single-letter name is refused too, since those are compact forms.
+const SIP_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "alert-info",
+    "allow",
+    "authentication-info",
+    "authorization",
+    "call-id",
+    "call-info",
+    "contact",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-type",
+    "cseq",
+    "date",
+    "error-info",
+    "expires",
+    "from",
+    "in-reply-to",
+    "max-forwards",
+    "min-expires",
+    "mime-version",
+    "organization",
+    "priority",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-require",
+    "record-route",
+    "reply-to",
+    "require",
+    "retry-after",
+    "route",
+    "server",
+    "subject",
+    "supported",
+    "timestamp",
+    "to",
+    "unsupported",
+    "user-agent",
+    "via",
+    "warning",
+    "www-authenticate",
+    "p-asserted-identity",
+    "p-preferred-identity",
+    "remote-party-id",
+    "privacy",
+    "identity",
+    "event",
+    "refer-to",
+];
+
+fn is_sip_header(name: &str) -> bool {
+    name.len() == 1 || SIP_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Returns true for an RFC 3261 `token`, the grammar of a header name.

@@ -230,8 +230,17 @@ pub fn scan(
         content_length = Some(value);
     }
 
+    // NUL is not allowed anywhere in a head (RFC 3261 section 25.1), and forwarding it would
+    // hand the next hop a message it may cut short.
+    if memchr::memchr(0, &buf[..head_end]).is_some() {
+        return Err(ScanError::BadHeader);
+    }
+
     let available = buf.len() - pos;
     let body_len = match content_length {
+        // Checked before the length available, because a stream transport delivers only the
+        // head of a message whose body is over the limit.
+        Some(declared) if declared > limits.max_body_bytes => return Err(ScanError::BodyTooLarge),
         Some(declared) if declared > available => return Err(ScanError::Truncated),
         Some(declared) => declared,
         None => available,

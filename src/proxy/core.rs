@@ -339,7 +339,9 @@ impl View<'_> {
             .iter()
             .find(|h| h.name == HeaderName::CallId)
             .map_or(&b""[..], |h| &buf[h.value.clone()]);
-        let branch = self.local.branch(top_via.unwrap_or_default(), &[call_id]);
+        let branch = self
+            .local
+            .branch(top_via.unwrap_or_default(), &[call_id], None);
         let to_tag = &branch[9..];
         let spec = ReplySpec {
             status: reject.status,

@@ -112,39 +112,73 @@ impl Local {
     /// Computes the branch for a forwarded request (RFC 3261 section 16.11): a keyed hash of
     /// the incoming top Via's branch and sent-by when that branch carries the magic cookie,
     /// otherwise of the fields that identify the transaction. A retransmission and the CANCEL
-    /// for an INVITE get the same branch as the INVITE.
-    pub fn branch(&self, top_via: &[u8], fallback: &[&[u8]]) -> [u8; 22] {
+    /// for an INVITE get the same branch as the INVITE. The TCP flow token, when there is one,
+    /// is hashed too, so a response cannot redirect it.
+    pub fn branch(&self, top_via: &[u8], fallback: &[&[u8]], flow: Option<&[u8]>) -> [u8; 22] {
+        let via = Via::parse(top_via);
+        let cookie = via.as_ref().and_then(|v| {
+            v.branch()
+                .filter(|b| b.starts_with(b"z9hG4bK"))
+                .map(|b| (v, b))
+        });
+        if let Some((via, branch)) = cookie {
+            return self.keyed_branch(branch, via.host, via.port, flow);
+        }
+        let mut hasher = self.hasher();
+        hasher.update(top_via);
+        for field in fallback {
+            hasher.update([0]);
+            hasher.update(field);
+        }
+        hasher.update([1]);
+        hasher.update(flow.unwrap_or_default());
+        encode_branch(hasher)
+    }
+
+    /// Returns false when a response's top Via (the proxy's) cannot have been written for the
+    /// Via below it, which marks a forged response. Branches computed without the magic
+    /// cookie cannot be checked this way and pass.
+    pub fn branch_matches(&self, own: &Via<'_>, next: &Via<'_>) -> bool {
+        let Some(next_branch) = next.branch().filter(|b| b.starts_with(b"z9hG4bK")) else {
+            return true;
+        };
+        let expected = self.keyed_branch(next_branch, next.host, next.port, own.param(FLOW_PARAM));
+        own.branch() == Some(&expected[..])
+    }
+
+    fn keyed_branch(
+        &self,
+        branch: &[u8],
+        host: &[u8],
+        port: Option<u16>,
+        flow: Option<&[u8]>,
+    ) -> [u8; 22] {
+        let mut hasher = self.hasher();
+        hasher.update(branch);
+        hasher.update([0]);
+        hasher.update(host);
+        hasher.update(port.unwrap_or(0).to_be_bytes());
+        hasher.update([1]);
+        hasher.update(flow.unwrap_or_default());
+        encode_branch(hasher)
+    }
+
+    fn hasher(&self) -> Sha256 {
         let mut hasher = Sha256::new();
         hasher.update(self.branch_key);
-        let via = Via::parse(top_via);
-        match via
-            .as_ref()
-            .and_then(|v| v.branch().filter(|b| b.starts_with(b"z9hG4bK")))
-        {
-            Some(branch) => {
-                hasher.update(branch);
-                hasher.update([0]);
-                if let Some(via) = &via {
-                    hasher.update(via.host);
-                    hasher.update(via.port.unwrap_or(0).to_be_bytes());
-                }
-            }
-            None => {
-                hasher.update(top_via);
-                for field in fallback {
-                    hasher.update([0]);
-                    hasher.update(field);
-                }
-            }
-        }
-        let digest = hasher.finalize();
-        let mut out = [0u8; 22];
-        out[..BRANCH_PREFIX.len()].copy_from_slice(BRANCH_PREFIX);
-        let hex = hex::encode(&digest[..((22 - BRANCH_PREFIX.len()) / 2) + 1]);
-        let room = 22 - BRANCH_PREFIX.len();
-        out[BRANCH_PREFIX.len()..].copy_from_slice(&hex.as_bytes()[..room]);
-        out
+        hasher
     }
+}
+
+/// Writes the branch: the prefix, then hex digits of the hash up to 22 bytes in all.
+fn encode_branch(hasher: Sha256) -> [u8; 22] {
+    let digest = hasher.finalize();
+    let mut out = [0u8; 22];
+    out[..BRANCH_PREFIX.len()].copy_from_slice(BRANCH_PREFIX);
+    let room = out.len() - BRANCH_PREFIX.len();
+    let hex = hex::encode(&digest[..room.div_ceil(2)]);
+    out[BRANCH_PREFIX.len()..].copy_from_slice(&hex.as_bytes()[..room]);
+    out
 }
 
 /// Encodes a TCP peer address as a Via parameter token: hex address, `-`, decimal port.
@@ -186,16 +220,45 @@ mod tests {
     #[test]
     fn branch_is_stable_and_distinct() {
         let l = local();
-        let a = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1", &[]);
-        let b = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport", &[]);
-        let c = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-2", &[]);
+        let a = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1", &[], None);
+        let b = l.branch(
+            b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport",
+            &[],
+            None,
+        );
+        let c = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-2", &[], None);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.starts_with(BRANCH_PREFIX));
         assert!(a.iter().all(|b| b.is_ascii_alphanumeric()));
-        let old = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070", &[b"call-1", b"1"]);
-        let old2 = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070", &[b"call-2", b"1"]);
+        let old = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070", &[b"call-1", b"1"], None);
+        let old2 = l.branch(b"SIP/2.0/UDP 127.0.0.1:5070", &[b"call-2", b"1"], None);
         assert_ne!(old, old2);
+        let with_flow = l.branch(
+            b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1",
+            &[],
+            Some(b"7f000001-4000"),
+        );
+        assert_ne!(a, with_flow);
+    }
+
+    #[test]
+    fn branch_matches_only_its_own_via() {
+        let l = local();
+        let incoming = b"SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK-7";
+        let branch = l.branch(incoming, &[], None);
+        let own_text = format!(
+            "SIP/2.0/UDP 127.0.0.1:5060;branch={}",
+            std::str::from_utf8(&branch).unwrap()
+        );
+        let own = Via::parse(own_text.as_bytes()).unwrap();
+        let next =
+            Via::parse(b"SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK-7;received=192.0.2.1").unwrap();
+        assert!(l.branch_matches(&own, &next));
+        let other = Via::parse(b"SIP/2.0/UDP 198.51.100.9:5070;branch=z9hG4bK-7").unwrap();
+        assert!(!l.branch_matches(&own, &other));
+        let forged = Via::parse(b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKssforged").unwrap();
+        assert!(!l.branch_matches(&forged, &next));
     }
 
     #[test]

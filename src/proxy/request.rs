@@ -48,6 +48,9 @@ impl View<'_> {
         method: Method,
         scratch: &mut Scratch,
     ) -> Outcome {
+        if let Err(reject) = check_framing(inbound, &msg) {
+            return self.reject_request(inbound, &msg, method, reject, scratch);
+        }
         let max_forwards = match self.validate_request(&msg, method) {
             Ok(value) => value,
             Err(reject) => return self.reject_request(inbound, &msg, method, reject, scratch),
@@ -410,9 +413,15 @@ impl View<'_> {
         let (_, top_via_range) = msg.top_via().expect("validated before forwarding");
         let call_id = msg.value(HeaderName::CallId).unwrap_or_default();
         let cseq = msg.value(HeaderName::CSeq).unwrap_or_default();
+        let flow_token = (inbound.transport == Transport::Tcp).then(|| {
+            let mut token = Vec::with_capacity(48);
+            encode_flow(inbound.source, &mut token);
+            token
+        });
+        let flow = flow_token.as_deref();
         let branch = self
             .local
-            .branch(&msg.buf[top_via_range.clone()], &[call_id, cseq]);
+            .branch(&msg.buf[top_via_range.clone()], &[call_id, cseq], flow);
         let local = self.local.addr(plan.out_transport);
         {
             let mut via = editor.insert_with(after_start);
@@ -424,10 +433,8 @@ impl View<'_> {
                 .push_display(local.port)
                 .push(b";branch=")
                 .push(&branch);
-            if inbound.transport == Transport::Tcp {
-                let mut flow = Vec::with_capacity(48);
-                encode_flow(inbound.source, &mut flow);
-                via.push(b";").push(FLOW_PARAM).push(b"=").push(&flow);
+            if let Some(flow) = flow {
+                via.push(b";").push(FLOW_PARAM).push(b"=").push(flow);
             }
             via.push(b"\r\n");
         }
@@ -525,6 +532,28 @@ impl View<'_> {
             }
         }
     }
+}
+
+/// Rejects requests whose framing the proxy cannot forward faithfully: a stream message
+/// without Content-Length (RFC 3261 section 18.3 makes it mandatory there, so the next hop
+/// could not find the end of the body), and lines ending in a bare LF, which would reach the
+/// next hop mixed with the proxy's CRLF lines.
+pub(super) fn check_framing(
+    inbound: Inbound<'_>,
+    msg: &Message<'_>,
+) -> Result<(), Reject<'static>> {
+    if inbound.transport == Transport::Tcp && msg.scanned.content_length.is_none() {
+        return Err(Reject::new(
+            400,
+            "Missing Content-Length",
+            "missing_content_length",
+        ));
+    }
+    let start_line_end = msg.scanned.start_line.end;
+    if start_line_end < 2 || msg.buf[start_line_end - 2] != b'\r' {
+        return Err(Reject::new(400, "Bare LF Line Ending", "bare_lf"));
+    }
+    Ok(())
 }
 
 fn write_record_route(

@@ -20,6 +20,9 @@ impl View<'_> {
         scratch: &mut Scratch,
     ) -> Outcome {
         let drop = |reason| Outcome::Drop { reason };
+        if super::request::check_framing(inbound, &msg).is_err() {
+            return drop(DropReason::BadResponse);
+        }
         let Some((own_via, _)) = msg.top_via() else {
             return drop(DropReason::BadResponse);
         };
@@ -51,6 +54,9 @@ impl View<'_> {
         let Some(next_via) = next_via else {
             return drop(DropReason::NoNextHop);
         };
+        if !self.local.branch_matches(&own_via, &next_via) {
+            return drop(DropReason::ViaNotOurs);
+        }
 
         let target = match own_via.param(FLOW_PARAM).and_then(decode_flow) {
             Some(flow) => Some((Transport::Tcp, flow)),

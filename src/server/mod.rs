@@ -84,10 +84,15 @@ async fn serve(
     crate::identity::warm_up();
     let (keys, created) = KeyRing::load_or_create(&config)?;
     for tenant in created {
+        let path = config
+            .tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .map(|t| crate::pseudonym::generated_key_path(t, &config.data_dir));
         warn!(
             tenant = %tenant,
-            data_dir = %config.data_dir.display(),
-            "no secret key configured: created a random one in the data folder; back it up, or sessionids change when it is lost"
+            key_file = %path.unwrap_or_default().display(),
+            "no secret key configured: created a random one; back the file up, or sessionids change when it is lost"
         );
     }
 
