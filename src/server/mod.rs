@@ -406,6 +406,12 @@ impl Driver {
                             Returning::No
                         }
                     }
+                    // A timed-out write stays queued in the store and is applied later, so
+                    // retrying it would count the call twice.
+                    Ok(Err(error @ StoreError::Timeout(_))) => {
+                        warn!(%error, "session store timed out; returning caller unknown");
+                        Returning::Unknown
+                    }
                     Ok(Err(error)) => {
                         warn!(%error, "session store failed; the session update is queued for retry");
                         let _ = jobs.try_send(touch_job(&new_call, now));
@@ -565,11 +571,16 @@ async fn run_job(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>, job: Store
                 }
             },
         };
+        // A session touch is not idempotent (it counts the call), and one that timed out is
+        // still applied later, so only a backend failure is retried for it.
+        let retry = match (&job, &result) {
+            (_, Ok(())) => return,
+            (StoreJob::Touch { .. }, Err(error)) => matches!(error, StoreError::Backend(_)),
+            (_, Err(error)) => matches!(error, StoreError::Timeout(_) | StoreError::Backend(_)),
+        };
         match result {
             Ok(()) => return,
-            Err(error @ (StoreError::Timeout(_) | StoreError::Backend(_)))
-                if attempt < ATTEMPTS =>
-            {
+            Err(error) if retry && attempt < ATTEMPTS => {
                 debug!(%error, attempt, "store write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
