@@ -378,13 +378,47 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("; ")
 }
 
+/// Returns one problem for each top-level key whose value does not deserialize, or nothing
+/// when the text is not valid TOML at all.
+fn section_problems(text: &str) -> Vec<Problem> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    table
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let mut alone = toml::Table::new();
+            alone.insert(key.clone(), value);
+            let error = toml::Value::Table(alone).try_into::<Config>().err()?;
+            Some(Problem {
+                key,
+                message: error.to_string().trim_end().replace('\n', " "),
+            })
+        })
+        .collect()
+}
+
 impl Config {
     /// Parses and validates a configuration text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let config: Config = match toml::from_str(text) {
+            Ok(config) => config,
+            Err(error) => {
+                // serde stops at the first bad value, so each top-level key is read on its own
+                // as well, to report one problem per section instead of one per run.
+                let problems = section_problems(text);
+                if problems.len() > 1 {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.to_owned(),
+                        problems,
+                    });
+                }
+                return Err(ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: error.to_string().trim_end().to_owned(),
+                });
+            }
+        };
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)

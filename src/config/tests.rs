@@ -144,3 +144,26 @@ fn stamped_names_must_not_be_sip_headers() {
         assert_eq!(problems[0].key, "headers.callid", "{name}");
     }
 }
+
+#[test]
+fn type_errors_in_several_sections_all_reported() {
+    let text = "[sip]\nupstrem = \"127.0.0.1:5090\"\n[log]\nformat = \"xml\"\n[store]\nbackend = \"mongo\"\n";
+    let problems = match Config::parse(text, "test") {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected every section reported, got {other:?}"),
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["log", "sip", "store"]);
+    assert!(problems[1].message.contains("upstrem"), "{problems:?}");
+}
+
+#[test]
+fn upstream_must_not_be_own_listener() {
+    let text = "[sip]\nupstream = \"127.0.0.1:5060\"\n";
+    let problems = match Config::parse(text, "test") {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected a validation error, got {other:?}"),
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "sip.upstream");
+}

@@ -36,6 +36,12 @@ impl Config {
         if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
             add("sip.udp".into(), "no listener: set sip.udp or sip.tcp");
         }
+        if self.sip.udp.contains(&self.sip.upstream) || self.sip.tcp.contains(&self.sip.upstream) {
+            add(
+                "sip.upstream".into(),
+                "is one of the proxy's own listen addresses, which would loop every call",
+            );
+        }
         if self.sip.upstream.port() == 0 {
             add("sip.upstream".into(), "port 0 is not a valid upstream port");
         }
