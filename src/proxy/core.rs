@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::calls::{CallTable, Returning};
+use super::flood::FloodGuard;
 use super::local::Local;
 use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
 use super::reply::{reply_target, write_reply, ReplySpec};
 use super::stamp::StampNames;
-use crate::config::{Config, UpstreamTransport};
+use crate::config::{Config, FloodAction, UpstreamTransport};
 use crate::identity::TrustMap;
 use crate::message::uri::Uri;
 use crate::message::{
@@ -31,6 +32,7 @@ pub struct Core {
     pub(super) keys: KeyRing,
     pub(super) trust: TrustMap,
     pub(super) calls: CallTable,
+    pub(super) flood: Option<FloodGuard>,
 }
 
 /// A request the proxy answers itself instead of forwarding.
@@ -83,6 +85,7 @@ impl Core {
                 Duration::from_secs(config.calls.grace_secs),
                 Duration::from_secs(config.calls.max_age_secs),
             ),
+            flood: FloodGuard::new(&config.flood),
         }
     }
 
@@ -96,6 +99,9 @@ impl Core {
             return Outcome::Drop {
                 reason: DropReason::KeepAlive,
             };
+        }
+        if self.is_rate_limited(inbound) {
+            return self.on_rate_limited(inbound, scratch);
         }
         let scanned = match scan(buf, &self.limits, &mut scratch.headers) {
             Ok(scanned) => scanned,
@@ -124,9 +130,69 @@ impl Core {
         out.splice(at..at, line.iter().copied());
     }
 
-    /// Removes calls that ended more than the grace period ago; call about once a second.
+    /// Removes calls that ended more than the grace period ago and rate-limit buckets that
+    /// have refilled; call about once a second. Returns the number of calls removed.
     pub fn tick(&self, now: Instant) -> usize {
+        if let Some(flood) = &self.flood {
+            flood.sweep(now);
+        }
         self.calls.sweep(now)
+    }
+
+    /// Source addresses the rate limiter tracks; 0 when the limit is off.
+    pub fn rate_limited_sources(&self) -> usize {
+        self.flood.as_ref().map_or(0, FloodGuard::tracked_sources)
+    }
+
+    /// Takes a token for a request from an edge source. Responses, the upstream gateway and,
+    /// when configured, trusted peers are never limited.
+    fn is_rate_limited(&self, inbound: Inbound<'_>) -> bool {
+        let Some(flood) = &self.flood else {
+            return false;
+        };
+        if inbound.bytes.starts_with(b"SIP/") || inbound.source == self.upstream {
+            return false;
+        }
+        if flood.exempt_trusted && self.trust.classify(inbound.source.ip()).trusted {
+            return false;
+        }
+        !flood.allow(inbound.source.ip(), inbound.now)
+    }
+
+    /// Drops a request over the rate, or answers it 503 with Retry-After when configured.
+    /// ACKs and requests that do not scan are always dropped.
+    fn on_rate_limited(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
+        let dropped = Outcome::Drop {
+            reason: DropReason::RateLimited,
+        };
+        let action = self.flood.as_ref().map(|f| f.action);
+        if action != Some(FloodAction::Reply503) {
+            return dropped;
+        }
+        let Ok(scanned) = scan(inbound.bytes, &self.limits, &mut scratch.headers) else {
+            return dropped;
+        };
+        let method = match scanned.start {
+            StartLine::Request { method, .. } if method != Method::Ack => method,
+            _ => return dropped,
+        };
+        let reject = Reject {
+            status: 503,
+            phrase: "Service Unavailable",
+            reason: RATE_LIMITED,
+            extra: b"Retry-After: 1\r\n",
+        };
+        let headers = std::mem::take(&mut scratch.headers);
+        let outcome = self.reject(
+            inbound,
+            inbound.bytes,
+            &headers,
+            method,
+            reject,
+            &mut scratch.out,
+        );
+        scratch.headers = headers;
+        outcome
     }
 
     /// Calls that have not ended.
@@ -248,6 +314,14 @@ impl Core {
                 return Err(Reject::new(400, phrase, reason));
             }
         }
+        for (name, phrase, reason) in [
+            (HeaderName::From, "Malformed From", "bad_from"),
+            (HeaderName::To, "Malformed To", "bad_to"),
+        ] {
+            if msg.value(name).is_some_and(|v| !is_balanced_name_addr(v)) {
+                return Err(Reject::new(400, phrase, reason));
+            }
+        }
         let Some((_, cseq_method)) = msg.cseq() else {
             return Err(Reject::new(400, "Malformed CSeq", "bad_cseq"));
         };
@@ -325,8 +399,31 @@ impl Core {
     }
 }
 
+/// Reason label of the 503 answer to a request over the per-source rate.
+pub(super) const RATE_LIMITED: &str = "rate_limited";
+
 /// Reason label of the 420 answer to a Proxy-Require the proxy does not support.
 pub(super) const PROXY_REQUIRE: &str = "proxy_require";
+
+/// Checks that a From or To value closes every quoted string (with backslash escapes) and every
+/// `<` it opens, as the name-addr grammar of RFC 3261 section 25.1 requires. RFC 4475 section
+/// 3.1.2.4 expects an unterminated quote to be answered 400.
+fn is_balanced_name_addr(value: &[u8]) -> bool {
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' if !in_angle => in_quotes = !in_quotes,
+            b'<' if !in_quotes && !in_angle => in_angle = true,
+            b'>' if !in_quotes && in_angle => in_angle = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    !in_quotes && !in_angle
+}
 
 fn looks_like_sip(uri: &[u8]) -> bool {
     let lower = |p: &[u8]| uri.len() >= p.len() && uri[..p.len()].eq_ignore_ascii_case(p);
