@@ -101,7 +101,7 @@ fn flood_drop_action_sends_nothing() {
 }
 
 /// Sends thousands of INVITEs that never end through the proxy with a small call table, and
-/// checks that it answers 503 beyond the table size and that its memory levels off.
+/// checks that it replies 503 beyond the table size and that its memory levels off.
 #[test]
 fn unended_calls_bounded_by_call_table() {
     const MAX_ACTIVE: usize = 200;
