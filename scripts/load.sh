@@ -3,6 +3,7 @@
 #
 #   scripts/load.sh [--rate N] [--calls N] [--transport udp|tcp] [--binary PATH]
 #                   [--inf FILE] [--direct] [--kamailio] [--keep]
+#                   [--hostile] [--flood-pps N] [--malformed-pps N]
 #
 # --rate       new calls per second (default 200)
 # --calls      calls to place; the run stops after them (default 2000)
@@ -16,6 +17,11 @@
 #              Kamailio installed. BENCH_DIR names the harness folder; docs/benchmarks.md
 #              gives the default.
 # --keep       keep the work folder with the SIPp logs and statistics
+# --hostile    while the calls run, also send malformed datagrams to the proxy and flood it
+#              from a second source ([::1], scripts/hostile-traffic.py), with the proxy's
+#              [flood] limit on; every good call must still succeed
+# --flood-pps, --malformed-pps
+#              packets per second of the two hostile senders (default 2000 and 200)
 #
 # The UAS is tests/sipp/uas-stamped.xml: a call whose stamped headers are missing or
 # invalid fails. Everything runs on 127.0.0.1 on free ports. Every process this script
@@ -43,6 +49,11 @@ INF="$SCENARIOS/callers.csv"
 DIRECT=0
 KAMAILIO=0
 KEEP=0
+HOSTILE=0
+FLOOD_PPS=2000
+MALFORMED_PPS=200
+HOSTILE_PID=""
+HOSTILE_FAILED=0
 
 fail() {
   echo "load.sh: $*" >&2
@@ -59,7 +70,10 @@ while [ $# -gt 0 ]; do
     --direct) DIRECT=1; shift ;;
     --kamailio) KAMAILIO=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    --hostile) HOSTILE=1; shift ;;
+    --flood-pps) FLOOD_PPS="$2"; shift 2 ;;
+    --malformed-pps) MALFORMED_PPS="$2"; shift 2 ;;
+    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
     *) fail "unknown option $1 (see --help)" ;;
   esac
 done
@@ -112,6 +126,7 @@ stop_pid() {
 }
 
 cleanup() {
+  stop_pid "$HOSTILE_PID"
   stop_pid "$UAC_PID"
   stop_pid "$PROXY_PID"
   stop_pid "$UAS_PID"
@@ -199,6 +214,18 @@ listen = "$IP:$ADMIN_PORT"
 [log]
 level = "warn"
 TOML
+  if [ "$HOSTILE" = 1 ]; then
+    # The SIPp calls (about 3 requests each) and the malformed datagrams share 127.0.0.1, so
+    # its bucket must hold them; the flood from [::1] is well above the limit.
+    cat >>"$WORK/sipstamp.toml" <<TOML
+
+[flood]
+requests_per_second = $((RATE * 4 + MALFORMED_PPS))
+burst = $((RATE * 4 + MALFORMED_PPS))
+action = "drop"
+TOML
+    sed -i "s|^udp = \[\"$IP:$PROXY_PORT\"\]|udp = [\"$IP:$PROXY_PORT\", \"[::1]:$PROXY_PORT\"]|" "$WORK/sipstamp.toml"
+  fi
   ( cd "$WORK" && exec "$BINARY" run --config "$WORK/sipstamp.toml" ) </dev/null >"$WORK/proxy.log" 2>&1 &
   PROXY_PID=$!
   wait_listening "$PROXY_PORT" "$PROXY_PID" "sipstamp"
@@ -214,6 +241,12 @@ STARTED=$(date +%s.%N)
     -trace_logs -log_file "$WORK/uac_times.log" -trace_err -error_file "$WORK/uac_errors.log" ) \
     </dev/null >"$WORK/uac.out" 2>&1 &
 UAC_PID=$!
+
+if [ "$HOSTILE" = 1 ] && [ "$DIRECT" = 0 ]; then
+  "$REPO/scripts/hostile-traffic.py" --port "$PROXY_PORT" --seconds $((CALLS / RATE + 1)) \
+    --flood-pps "$FLOOD_PPS" --malformed-pps "$MALFORMED_PPS" >"$WORK/hostile.out" 2>&1 &
+  HOSTILE_PID=$!
+fi
 
 # Bounded: the run's expected length plus one minute.
 DEADLINE=$((SECONDS + CALLS / RATE + 60))
@@ -291,6 +324,21 @@ echo "successful=$SUCCESSFUL failed=$FAILED uas_failed=$UAS_FAILED retransmissio
 echo "cps=$CPS wall_s=$WALL rtt_samples=$SAMPLES rtt_p50_ms=$P50 rtt_p90_ms=$P90 rtt_p99_ms=$P99 rtt_max_ms=$PMAX"
 echo "proxy_cpu_seconds=$CPU proxy_cpu_ms_per_call=$CPU_PER_CALL proxy_peak_rss_kb=$PEAK_RSS proxy_alive=$PROXY_ALIVE"
 
+if [ -n "$HOSTILE_PID" ]; then
+  # The sender stops by itself one second after the calls' planned end.
+  wait "$HOSTILE_PID" 2>/dev/null || true
+  HOSTILE_PID=""
+  cat "$WORK/hostile.out"
+  RATE_LIMITED=na
+  if command -v curl >/dev/null && [ "$PROXY_ALIVE" = yes ]; then
+    RATE_LIMITED=$(curl -s "http://$IP:$ADMIN_PORT/metrics" |
+      awk '/^sipstamp_messages_dropped_total/ && /reason="rate_limited"/ { n += $NF } END { print n + 0 }')
+  fi
+  GOOD_FAILED=$((CALLS - SUCCESSFUL))
+  echo "rate_limited_drops=$RATE_LIMITED good_calls_failed=$GOOD_FAILED"
+  [ "$GOOD_FAILED" = 0 ] && [ "$PROXY_ALIVE" = yes ] || HOSTILE_FAILED=1
+fi
+
 if [ "$KAMAILIO" = 1 ]; then
   BENCH="${BENCH_DIR:-$REPO/../shared/bench}"
   if [ ! -x "$BENCH/run-load.sh" ]; then
@@ -309,3 +357,6 @@ fi
 if [ "$FAILED" != 0 ] || [ "$UAS_FAILED" != 0 ] || [ "$TIMED_OUT" = 1 ] || [ "$SUCCESSFUL" != "$CALLS" ]; then
   exit 1
 fi
+
+# A hostile run fails when any good call failed or the proxy died.
+[ "$HOSTILE_FAILED" = 0 ]

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod message;
 pub mod proxy;

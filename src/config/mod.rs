@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub calls: CallsConfig,
     #[serde(default)]
+    pub flood: FloodConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
     pub headers: HeaderNames,
@@ -147,6 +149,45 @@ impl Default for CallsConfig {
             max_age_secs: 4 * 3600,
         }
     }
+}
+
+/// Per-source request rate limiting: a token bucket for each source IP address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Requests per second one source IP address may send on average; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests one source may send at once above the average rate (the bucket size).
+    pub burst: u32,
+    /// What happens to a request over the limit.
+    pub action: FloodAction,
+    /// Whether sources in a trunk's `trusted_cidrs` are exempt from the limit.
+    pub exempt_trusted: bool,
+    /// Most source addresses tracked at once. Sources beyond it share one bucket.
+    pub max_sources: usize,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: 200,
+            action: FloodAction::Drop,
+            exempt_trusted: true,
+            max_sources: 65_536,
+        }
+    }
+}
+
+/// What the proxy does with a request over the per-source rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum FloodAction {
+    /// Answer 503 Service Unavailable with Retry-After (ACKs are dropped).
+    #[serde(rename = "reply-503")]
+    Reply503,
+    /// Send nothing.
+    #[serde(rename = "drop")]
+    Drop,
 }
 
 /// The admin HTTP listener (metrics, health, session API).

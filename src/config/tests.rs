@@ -167,3 +167,24 @@ fn upstream_must_not_be_own_listener() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].key, "sip.upstream");
 }
+
+#[test]
+fn flood_defaults_and_validation() {
+    let config = Config::parse("", "test").expect("empty config is valid");
+    assert_eq!(
+        config.flood.requests_per_second, 0,
+        "limit is off by default"
+    );
+    assert_eq!(config.flood.action, crate::config::FloodAction::Drop);
+    assert!(config.flood.exempt_trusted);
+
+    let config = Config::parse("[flood]\naction = \"reply-503\"\n", "test").expect("valid");
+    assert_eq!(config.flood.action, crate::config::FloodAction::Reply503);
+
+    let text = "[flood]\nrequests_per_second = 10\nburst = 0\nmax_sources = 0\n";
+    assert_eq!(
+        problem_keys(text),
+        vec!["flood.burst".to_owned(), "flood.max_sources".to_owned()]
+    );
+    assert!(Config::parse("[flood]\naction = \"reject\"\n", "test").is_err());
+}

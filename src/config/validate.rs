@@ -92,6 +92,15 @@ impl Config {
             );
         }
 
+        if self.flood.requests_per_second > 0 && self.flood.burst == 0 {
+            add(
+                "flood.burst".into(),
+                "must be at least 1 when the limit is on",
+            );
+        }
+        if self.flood.max_sources == 0 {
+            add("flood.max_sources".into(), "must be at least 1");
+        }
         if self.calls.max_active == 0 {
             add("calls.max_active".into(), "must be at least 1");
         }

@@ -163,13 +163,16 @@ pub fn scan(
 ) -> Result<Scanned, ScanError> {
     headers.clear();
 
-    // A request with an unsupported version or an oversized message is still scanned to the
-    // end of its headers, so the caller can build the error response from them.
+    // A request with a malformed request line, an unsupported version or an oversized message
+    // is still scanned to the end of its headers, so the caller can build the error response
+    // from them (RFC 4475 section 3.1.2 expects 400 or 505, not silence).
     let (line, next) = next_line(buf, 0).ok_or(ScanError::Unterminated)?;
     let (start, version_error) = match parse_start_line(buf, line.clone()) {
         Ok(start) => (start, None),
-        Err(ScanError::BadVersion) if !buf.starts_with(b"SIP/") => {
-            (placeholder_request(line), Some(ScanError::BadVersion))
+        Err(error @ (ScanError::BadVersion | ScanError::BadStartLine))
+            if !buf.starts_with(b"SIP/") =>
+        {
+            (placeholder_request(line), Some(error))
         }
         Err(e) => return Err(e),
     };
@@ -236,11 +239,14 @@ pub fn scan(
         return Err(ScanError::BadHeader);
     }
 
+    // A declared length over the limit is answered 413 even when the body has not arrived
+    // in full: the TCP transport hands over only the head of a frame that is too large.
+    if content_length.is_some_and(|declared| declared > limits.max_body_bytes) {
+        return Err(ScanError::BodyTooLarge);
+    }
+
     let available = buf.len() - pos;
     let body_len = match content_length {
-        // Checked before the length available, because a stream transport delivers only the
-        // head of a message whose body is over the limit.
-        Some(declared) if declared > limits.max_body_bytes => return Err(ScanError::BodyTooLarge),
         Some(declared) if declared > available => return Err(ScanError::Truncated),
         Some(declared) => declared,
         None => available,

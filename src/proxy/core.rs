@@ -10,11 +10,12 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::calls::{CallTable, Returning};
+use super::flood::FloodGuard;
 use super::local::Local;
 use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
 use super::reply::{reply_target, write_reply, ReplySpec};
 use super::stamp::StampNames;
-use crate::config::{Config, UpstreamTransport};
+use crate::config::{Config, FloodAction, UpstreamTransport};
 use crate::identity::{Identity, TrustMap};
 use crate::message::uri::Uri;
 use crate::message::{
@@ -30,6 +31,8 @@ pub struct Core {
     local: Local,
     calls: CallTable,
     draining: AtomicBool,
+    /// Per-source request rate limit; `None` when it is off.
+    flood: Option<FloodGuard>,
 }
 
 /// The part of the core's configuration that `Core::reload` swaps at run time. Each message
@@ -86,6 +89,7 @@ pub(super) struct View<'a> {
     pub(super) calls: &'a CallTable,
     /// Whether new calls are rejected because the process is shutting down.
     pub(super) draining: bool,
+    flood: Option<&'a FloodGuard>,
 }
 
 impl std::ops::Deref for View<'_> {
@@ -136,6 +140,7 @@ impl Core {
                 Duration::from_secs(config.calls.max_age_secs),
             ),
             draining: AtomicBool::new(false),
+            flood: FloodGuard::new(&config.flood),
         }
     }
 
@@ -181,6 +186,7 @@ impl Core {
             local: &self.local,
             calls: &self.calls,
             draining: self.is_draining(),
+            flood: self.flood.as_ref(),
         }
     }
 
@@ -224,9 +230,18 @@ impl Core {
         self.calls.rebind(entry, sessionid, stamps)
     }
 
-    /// Removes calls that ended more than the grace period ago; call about once a second.
+    /// Removes calls that ended more than the grace period ago and rate-limit buckets that
+    /// have refilled; call about once a second. Returns the number of calls removed.
     pub fn tick(&self, now: Instant) -> usize {
+        if let Some(flood) = &self.flood {
+            flood.sweep(now);
+        }
         self.calls.sweep(now)
+    }
+
+    /// Source addresses the rate limiter tracks; 0 when the limit is off.
+    pub fn rate_limited_sources(&self) -> usize {
+        self.flood.as_ref().map_or(0, FloodGuard::tracked_sources)
     }
 
     /// Calls that have not ended.
@@ -261,6 +276,9 @@ impl View<'_> {
                 reason: DropReason::KeepAlive,
             };
         }
+        if self.is_rate_limited(inbound) {
+            return self.on_rate_limited(inbound, scratch);
+        }
         let scanned = match scan(buf, &self.limits, &mut scratch.headers) {
             Ok(scanned) => scanned,
             Err(error) => return self.on_scan_error(inbound, scratch, error),
@@ -275,6 +293,54 @@ impl View<'_> {
             StartLine::Request { method, .. } => self.on_request(inbound, msg, method, scratch),
             StartLine::Response { status } => self.on_response(inbound, msg, status, scratch),
         };
+        scratch.headers = headers;
+        outcome
+    }
+
+    /// Takes a token for a request from an edge source. Responses, the upstream gateway and,
+    /// when configured, trusted peers are never limited.
+    fn is_rate_limited(&self, inbound: Inbound<'_>) -> bool {
+        let Some(flood) = self.flood else {
+            return false;
+        };
+        if inbound.bytes.starts_with(b"SIP/") || self.is_upstream(inbound.source) {
+            return false;
+        }
+        if flood.exempt_trusted && self.trust.classify(inbound.source.ip()).trusted {
+            return false;
+        }
+        !flood.allow(inbound.source.ip(), inbound.now)
+    }
+
+    /// Drops a request over the rate, or answers it 503 with Retry-After when configured.
+    /// ACKs and requests that do not scan are always dropped.
+    fn on_rate_limited(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
+        let dropped = Outcome::Drop {
+            reason: DropReason::RateLimited,
+        };
+        if self.flood.map(|f| f.action) != Some(FloodAction::Reply503) {
+            return dropped;
+        }
+        let Ok(scanned) = scan(inbound.bytes, &self.limits, &mut scratch.headers) else {
+            return dropped;
+        };
+        let method = match scanned.start {
+            StartLine::Request { method, .. } if method != Method::Ack => method,
+            _ => return dropped,
+        };
+        let reject = Reject {
+            extra: b"Retry-After: 1\r\n",
+            ..Reject::new(503, "Service Unavailable", RATE_LIMITED)
+        };
+        let headers = std::mem::take(&mut scratch.headers);
+        let outcome = self.reject(
+            inbound,
+            inbound.bytes,
+            &headers,
+            method,
+            reject,
+            &mut scratch.out,
+        );
         scratch.headers = headers;
         outcome
     }
@@ -381,6 +447,14 @@ impl View<'_> {
                 return Err(Reject::new(400, phrase, reason));
             }
         }
+        for (name, phrase, reason) in [
+            (HeaderName::From, "Malformed From", "bad_from"),
+            (HeaderName::To, "Malformed To", "bad_to"),
+        ] {
+            if msg.value(name).is_some_and(|v| !is_balanced_name_addr(v)) {
+                return Err(Reject::new(400, phrase, reason));
+            }
+        }
         let Some((_, cseq_method)) = msg.cseq() else {
             return Err(Reject::new(400, "Malformed CSeq", "bad_cseq"));
         };
@@ -456,6 +530,29 @@ impl View<'_> {
             UpstreamTransport::Tcp => Transport::Tcp,
         }
     }
+}
+
+/// Reason label of the 503 answer to a request over the per-source rate.
+pub(super) const RATE_LIMITED: &str = "rate_limited";
+
+/// Checks that a From or To value closes every quoted string (with backslash escapes) and every
+/// `<` it opens, as the name-addr grammar of RFC 3261 section 25.1 requires. RFC 4475 section
+/// 3.1.2.4 expects an unterminated quote to be answered 400.
+fn is_balanced_name_addr(value: &[u8]) -> bool {
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' if !in_angle => in_quotes = !in_quotes,
+            b'<' if !in_quotes && !in_angle => in_angle = true,
+            b'>' if !in_quotes && in_angle => in_angle = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    !in_quotes && !in_angle
 }
 
 /// Reason label of the 420 answer to a Proxy-Require the proxy does not support.

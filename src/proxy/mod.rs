@@ -5,6 +5,7 @@
 
 mod calls;
 mod core;
+mod flood;
 mod local;
 mod outcome;
 mod reply;

@@ -104,6 +104,8 @@ pub enum DropReason {
     NoRoute,
     /// A response with no Via left to route it by.
     NoNextHop,
+    /// A request over its source's rate limit (the `[flood]` settings).
+    RateLimited,
 }
 
 impl DropReason {
@@ -117,6 +119,7 @@ impl DropReason {
             Self::Pending => "pending",
             Self::NoRoute => "no_route",
             Self::NoNextHop => "no_next_hop",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

@@ -855,3 +855,137 @@ To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 B
     assert_eq!(h.core.active_calls_in_session(&current), 0);
     assert_eq!(h.core.active_calls(), 0);
 }
+
+const FLOODER: &str = "198.51.100.7:5060";
+
+fn flood_core(action: &str, exempt_trusted: bool) -> Core {
+    core_with(&config(&format!(
+        "[flood]\nrequests_per_second = 1\nburst = 2\naction = \"{action}\"\n\
+         exempt_trusted = {exempt_trusted}\n\
+         [[trunks]]\nid = \"carrier\"\ntrusted_cidrs = [\"192.0.2.0/24\"]\n"
+    )))
+}
+
+#[test]
+fn flood_drop_after_burst() {
+    let mut h = Harness::new(flood_core("drop", true));
+    for i in 0..2 {
+        let outcome = h.send_and_finish(FLOODER, INVITE.as_bytes(), Returning::No);
+        assert!(
+            matches!(outcome, Outcome::Forward { .. }),
+            "request {i} within the burst: {outcome:?}"
+        );
+    }
+    let outcome = h.send(FLOODER, Transport::Udp, INVITE.as_bytes());
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Drop {
+                reason: DropReason::RateLimited
+            }
+        ),
+        "third request: {outcome:?}"
+    );
+    assert_eq!(h.core.rate_limited_sources(), 1);
+
+    // One token per second: the next second lets one request through.
+    h.now += std::time::Duration::from_secs(1);
+    let outcome = h.send_and_finish(FLOODER, INVITE.as_bytes(), Returning::No);
+    assert!(
+        matches!(outcome, Outcome::Forward { .. }),
+        "after refill: {outcome:?}"
+    );
+}
+
+#[test]
+fn flood_reply_503_with_retry_after() {
+    let mut h = Harness::new(flood_core("reply-503", true));
+    for _ in 0..2 {
+        h.send(FLOODER, Transport::Udp, INVITE.as_bytes());
+    }
+    let outcome = h.send(FLOODER, Transport::Udp, INVITE.as_bytes());
+    match outcome {
+        Outcome::Reply { status, reason, .. } => {
+            assert_eq!(status, 503);
+            assert_eq!(reason, "rate_limited");
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    let out = h.out();
+    assert!(out.starts_with("SIP/2.0 503 "), "{out}");
+    assert_eq!(header_values(&out, "Retry-After"), ["1"]);
+
+    let ack = INVITE
+        .replace("INVITE sip", "ACK sip")
+        .replace("1 INVITE", "1 ACK");
+    let outcome = h.send(FLOODER, Transport::Udp, ack.as_bytes());
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Drop {
+                reason: DropReason::RateLimited
+            }
+        ),
+        "an ACK over the limit is dropped, never answered: {outcome:?}"
+    );
+}
+
+#[test]
+fn flood_exempts_trusted_and_upstream() {
+    let mut h = Harness::new(flood_core("drop", true));
+    for i in 0..10 {
+        let outcome = h.send_and_finish(EDGE, INVITE.as_bytes(), Returning::No);
+        assert!(
+            matches!(outcome, Outcome::Forward { .. }),
+            "trusted request {i} limited: {outcome:?}"
+        );
+        let outcome = h.send(UPSTREAM, Transport::Udp, INVITE.as_bytes());
+        assert!(
+            !matches!(
+                outcome,
+                Outcome::Drop {
+                    reason: DropReason::RateLimited
+                }
+            ),
+            "upstream request {i} limited"
+        );
+    }
+    assert_eq!(h.core.rate_limited_sources(), 0);
+
+    let mut h = Harness::new(flood_core("drop", false));
+    let limited = (0..3)
+        .map(|_| h.send_and_finish(EDGE, INVITE.as_bytes(), Returning::No))
+        .filter(|o| {
+            matches!(
+                o,
+                Outcome::Drop {
+                    reason: DropReason::RateLimited
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        limited, 1,
+        "trusted peer limited when exempt_trusted = false"
+    );
+}
+
+#[test]
+fn flood_never_limits_responses() {
+    let mut h = Harness::new(flood_core("drop", true));
+    let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKx\r\n\
+                    From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: r\r\n\
+                    CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    for _ in 0..5 {
+        let outcome = h.send(FLOODER, Transport::Udp, response.as_bytes());
+        assert!(
+            !matches!(
+                outcome,
+                Outcome::Drop {
+                    reason: DropReason::RateLimited
+                }
+            ),
+            "a response was rate-limited"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use crate::admin::{self, AdminState, LookupError, OpsState, Readiness};
@@ -22,10 +22,12 @@ use crate::identity::TrustMap;
 use crate::message::Method;
 use crate::message::Transport;
 use crate::proxy::MessageKind;
-use crate::proxy::{CallEvent, CallEventKind, Core, Inbound, NewCall, Outcome, Returning, Scratch};
+use crate::proxy::{
+    CallEvent, CallEventKind, Core, DropReason, Inbound, NewCall, Outcome, Returning, Scratch,
+};
 use crate::pseudonym::KeyRing;
 use crate::store::{self, Conversation, SessionStore, SessionTouch, StoreError};
-use crate::telemetry::{Metrics, ScrapeSources, StoreOp};
+use crate::telemetry::{Metrics, RateLimiter, ScrapeSources, StoreOp, Verdict};
 use crate::transport::{FramingError, Listeners, MessageHandler, Sender, TransportStats};
 
 mod sessions;
@@ -35,6 +37,11 @@ const STORE_QUEUE: usize = 65_536;
 /// Most new calls waiting for the store at once; beyond it calls go on with an unknown
 /// returning-caller value instead of waiting.
 const MAX_PENDING_TOUCHES: usize = 8_192;
+
+/// One warning per rate-limited source and interval; the rest are counted in the next one.
+const FLOOD_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Most sources whose rate-limit warnings are tracked at once.
+const FLOOD_LOG_SOURCES: usize = 1_024;
 
 pub fn run(config_path: Option<&Path>, log_format: Option<LogFormatArg>) -> ExitCode {
     let config = match Config::load(config_path) {
@@ -122,6 +129,7 @@ async fn serve(
         budget: Duration::from_millis(config.store.op_budget_ms),
         pending: Arc::new(Semaphore::new(MAX_PENDING_TOUCHES)),
         jobs,
+        flood_log: RateLimiter::new(FLOOD_LOG_INTERVAL, FLOOD_LOG_SOURCES),
     });
     let listeners = Listeners::start(&config, driver)?;
     let _ = transport_stats.set(listeners.stats());
@@ -253,6 +261,8 @@ struct Driver {
     budget: Duration,
     pending: Arc<Semaphore>,
     jobs: mpsc::Sender<StoreJob>,
+    /// Logs a rate-limited source at most once per interval.
+    flood_log: RateLimiter<IpAddr>,
 }
 
 impl MessageHandler for Driver {
@@ -292,10 +302,16 @@ impl MessageHandler for Driver {
                 reason,
                 ..
             } => {
+                if *reason == "rate_limited" {
+                    self.log_rate_limited(inbound.source.ip(), received);
+                }
                 debug!(source = %inbound.source, status, reason, "request rejected by the proxy");
                 send(sender, *transport, *dest, &scratch.out);
             }
             Outcome::Drop { reason } => {
+                if *reason == DropReason::RateLimited {
+                    self.log_rate_limited(inbound.source.ip(), received);
+                }
                 debug!(source = %inbound.source, reason = reason.as_str(), bytes = inbound.bytes.len(), "message dropped");
             }
         }
@@ -316,6 +332,12 @@ fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
 }
 
 impl Driver {
+    fn log_rate_limited(&self, source: IpAddr, now: Instant) {
+        if let Verdict::Log { suppressed } = self.flood_log.check(source, now) {
+            warn!(%source, suppressed, "source over its request rate limit, requests rejected or dropped");
+        }
+    }
+
     /// Registers a new call with the store within the time budget, stamps whether the caller
     /// returns and sends the INVITE. Anonymous calls create no session.
     fn start_call(

@@ -65,7 +65,7 @@ pub fn reply_class_index(status: u16) -> usize {
 /// Causes of proxy-generated replies. The scan failures use the labels of
 /// [`crate::message::ScanError::as_str`]; a reason the proxy reports that is not listed here is
 /// counted as `other`.
-pub const REPLY_REASONS: [&str; 30] = [
+pub const REPLY_REASONS: [&str; 32] = [
     "message_too_large",
     "body_too_large",
     "too_many_headers",
@@ -80,6 +80,8 @@ pub const REPLY_REASONS: [&str; 30] = [
     "missing_from",
     "missing_to",
     "missing_call_id",
+    "bad_from",
+    "bad_to",
     "bad_cseq",
     "cseq_mismatch",
     "too_many_via",
@@ -107,7 +109,7 @@ pub fn reply_reason_index(reason: &str) -> usize {
         .unwrap_or(REPLY_REASONS.len() - 1)
 }
 
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 9] = [
     "unparsable",
     "bad_response",
     "via_not_ours",
@@ -116,6 +118,7 @@ pub const DROP_REASONS: [&str; 8] = [
     "no_next_hop",
     "pending",
     "no_route",
+    "rate_limited",
 ];
 
 pub fn drop_reason_index(reason: DropReason) -> usize {
@@ -128,6 +131,7 @@ pub fn drop_reason_index(reason: DropReason) -> usize {
         DropReason::NoNextHop => 5,
         DropReason::Pending => 6,
         DropReason::NoRoute => 7,
+        DropReason::RateLimited => 8,
     }
 }
 

@@ -6,7 +6,7 @@
 //! runs on a separate tokio runtime: one accept loop per address, and per connection a reader
 //! task that frames the stream and a writer task that drains a bounded queue.
 
-mod framing;
+pub mod framing;
 mod limiter;
 mod sender;
 mod stats;
