@@ -101,13 +101,14 @@ impl View<'_> {
         } else {
             editor.remove(first.line.clone());
         }
-        if from_upstream {
-            for header in msg.headers {
-                if header.name == HeaderName::Other
-                    && self.stamps.is_stamped(&msg.buf[header.name_range.clone()])
-                {
-                    editor.remove(header.line.clone());
-                }
+        // Stamped headers never leave the proxy toward the edge, and copies that the edge puts
+        // in its responses to the upstream's requests are forgeries, so both directions drop
+        // them.
+        for header in msg.headers {
+            if header.name == HeaderName::Other
+                && self.stamps.is_stamped(&msg.buf[header.name_range.clone()])
+            {
+                editor.remove(header.line.clone());
             }
         }
         editor.render(&msg.buf[..msg.scanned.body.end], &mut scratch.out);
