@@ -64,9 +64,18 @@ impl View<'_> {
             && (max_forwards == Some(0) || to_self)
             && msg.tag(HeaderName::To).is_none()
         {
-            let reject = Reject {
-                extra: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n",
-                ..Reject::new(200, "OK", "options_probe")
+            // A load balancer probing a draining proxy must see it as unavailable, so it stops
+            // sending new calls while the calls in progress finish.
+            let reject = if self.draining {
+                Reject {
+                    extra: b"Retry-After: 5\r\n",
+                    ..Reject::new(503, "Service Unavailable", "draining")
+                }
+            } else {
+                Reject {
+                    extra: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n",
+                    ..Reject::new(200, "OK", "options_probe")
+                }
             };
             return self.reject_request(inbound, &msg, method, reject, scratch);
         }

@@ -619,6 +619,17 @@ fn draining_rejects_new_calls_only() {
 }
 
 #[test]
+fn draining_proxy_fails_options_probe() {
+    let mut h = Harness::new(core());
+    let probe = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-o2\r\nMax-Forwards: 70\r\n\
+From: <sip:lb@192.0.2.10>;tag=o2\r\nTo: <sip:127.0.0.1:5060>\r\nCall-ID: probe-2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    expect_reply(h.send(EDGE, Transport::Udp, probe.as_bytes()), 200);
+    h.core.set_draining(true);
+    expect_reply(h.send(EDGE, Transport::Udp, probe.as_bytes()), 503);
+    assert!(h.out().contains("\r\nRetry-After: 5\r\n"));
+}
+
+#[test]
 fn draining_off_accepts_new_calls_again() {
     let mut h = Harness::new(core());
     h.core.set_draining(true);
