@@ -96,7 +96,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most header lines (folded continuations count once) in one message.
     pub max_headers: usize,
-    /// Longest single header, continuations included, in bytes.
+    /// Maximum size of one header, continuation lines included, in bytes.
     pub max_header_bytes: usize,
     /// Most Via values in one message.
     pub max_via: usize,
@@ -132,7 +132,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallsConfig {
-    /// Most calls tracked at once; new INVITEs beyond it are answered 503.
+    /// Maximum number of calls tracked at once; new INVITEs beyond it get a 503 response.
     pub max_active: usize,
     /// Seconds a call stays in the table after BYE or a failed final response, so that
     /// retransmissions and the ACK still get the same identifiers (64 x T1 = 32 s).
@@ -159,7 +159,7 @@ pub struct FloodConfig {
     pub requests_per_second: u32,
     /// Requests one source may send at once above the average rate (the bucket size).
     pub burst: u32,
-    /// What happens to a request over the limit.
+    /// Action taken on a request over the limit.
     pub action: FloodAction,
     /// Whether sources in a trunk's `trusted_cidrs` are exempt from the limit.
     pub exempt_trusted: bool,
@@ -179,10 +179,10 @@ impl Default for FloodConfig {
     }
 }
 
-/// What the proxy does with a request over the per-source rate.
+/// Action taken on a request over the per-source rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum FloodAction {
-    /// Answer 503 Service Unavailable with Retry-After (ACKs are dropped).
+    /// Reply 503 Service Unavailable with Retry-After (ACKs are dropped).
     #[serde(rename = "reply-503")]
     Reply503,
     /// Send nothing.

@@ -95,7 +95,7 @@ pub struct ScanLimits {
     pub max_header_bytes: usize,
 }
 
-/// Why a message could not be scanned. Each variant maps to the status the RFC asks for when
+/// Why a message could not be scanned. Each variant maps to the status the RFC requires when
 /// the message is a request; responses that fail to scan are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
@@ -122,7 +122,7 @@ pub enum ScanError {
 }
 
 impl ScanError {
-    /// Returns the status and reason phrase to answer a request that failed this way.
+    /// Returns the status and reason phrase of the response to a request that failed this way.
     pub fn status(self) -> (u16, &'static str) {
         match self {
             Self::MessageTooLarge => (513, "Message Too Large"),

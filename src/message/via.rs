@@ -91,9 +91,9 @@ impl<'a> Via<'a> {
         }
     }
 
-    /// Returns where a response to this Via goes (RFC 3261 section 18.2.2, RFC 3581 section 4):
-    /// the `received` address when present, else the sent-by host; the `rport` value when
-    /// present, else the sent-by port, else 5060.
+    /// Returns where a response to this Via goes (RFC 3261 section 18.2.2, RFC 3581 section 4).
+    /// The address is `received` when present, else the sent-by host. The port is the `rport`
+    /// value when present, else the sent-by port, else 5060.
     pub fn response_target(&self) -> Option<SocketAddr> {
         let ip_text = self.param(b"received").unwrap_or(self.host);
         let ip: IpAddr = std::str::from_utf8(ip_text).ok()?.parse().ok()?;
@@ -105,7 +105,7 @@ impl<'a> Via<'a> {
     }
 }
 
-/// Where to splice `;received=...;rport=...` into the sender's Via.
+/// Plan for splicing `;received=...;rport=...` into the sender's Via.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViaEdit {
     /// Byte range (in the message) of an empty `;rport` parameter to replace, if any.
@@ -214,7 +214,8 @@ mod tests {
     fn plan_received_fills_empty_rport() {
         let buf = b"SIP/2.0/UDP 192.0.2.1:5070;rport;branch=z9hG4bK1";
         let edit = plan_received(buf, 0..buf.len(), "192.0.2.1:5070".parse().unwrap()).unwrap();
-        assert!(edit.add_received && edit.fill_rport);
+        assert!(edit.add_received);
+        assert!(edit.fill_rport);
         assert_eq!(&buf[edit.replace.unwrap()], b";rport");
         let plain = b"SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1";
         let none = plan_received(plain, 0..plain.len(), "192.0.2.1:5070".parse().unwrap());

@@ -16,7 +16,7 @@ use crate::message::Transport;
 pub enum Returning {
     Yes,
     No,
-    /// The store did not answer within its budget, or the call is anonymous.
+    /// The store did not respond within its budget, or the call is anonymous.
     Unknown,
 }
 
@@ -53,7 +53,7 @@ pub struct CallEntry {
     /// after a reload changed the configured upstream.
     pub upstream: SocketAddr,
     pub created: Instant,
-    /// Set once the store answered (or timed out) for the first INVITE.
+    /// Set once the store responded (or timed out) for the first INVITE.
     pub returning: OnceLock<Returning>,
     /// Milliseconds after `created` at which the call ended, plus one; zero while active.
     ended: AtomicU64,
@@ -119,7 +119,7 @@ impl CallEntry {
     }
 }
 
-/// What changed in a call because of one message.
+/// Change in a call's state caused by one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Answered,
@@ -137,7 +137,7 @@ pub enum InsertError {
 #[derive(Debug)]
 pub struct CallTable {
     calls: DashMap<Box<[u8]>, Arc<CallEntry>>,
-    /// Active calls per sessionid, so a new call knows whether others of its session run.
+    /// Active calls per sessionid, so a new call can tell whether others of its session run.
     per_session: DashMap<Arc<str>, usize>,
     active: AtomicUsize,
     max_entries: usize,

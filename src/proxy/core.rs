@@ -100,7 +100,7 @@ impl std::ops::Deref for View<'_> {
     }
 }
 
-/// A request the proxy answers itself instead of forwarding.
+/// A request the proxy responds to itself instead of forwarding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Reject<'a> {
     pub status: u16,
@@ -312,7 +312,7 @@ impl View<'_> {
         !flood.allow(inbound.source.ip(), inbound.now)
     }
 
-    /// Drops a request over the rate, or answers it 503 with Retry-After when configured.
+    /// Drops a request over the rate, or replies 503 with Retry-After when configured.
     /// ACKs and requests that do not scan are always dropped.
     fn on_rate_limited(&self, inbound: Inbound<'_>, scratch: &mut Scratch) -> Outcome {
         let dropped = Outcome::Drop {
@@ -345,7 +345,7 @@ impl View<'_> {
         outcome
     }
 
-    /// Answers a request that failed to scan, when enough of it was read to build a response.
+    /// Replies to a request that failed to scan, when enough of it was read to build a response.
     fn on_scan_error(
         &self,
         inbound: Inbound<'_>,

@@ -30,7 +30,7 @@ pub struct Scratch {
     pub out: Vec<u8>,
 }
 
-/// Which way a forwarded message travels.
+/// Direction of a forwarded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// From the edge toward the upstream gateway.
@@ -85,16 +85,16 @@ impl std::fmt::Debug for CallIds {
     }
 }
 
-/// Why a message was dropped without an answer. Labels are stable metric label values.
+/// Reason a message was dropped without a response. Labels are stable metric label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// Bytes that are not a SIP message, or a request too broken to answer.
+    /// Bytes that are not a SIP message, or a request too broken to respond to.
     Unparsable,
     /// A response that fails to scan or lacks the headers needed to route it.
     BadResponse,
     /// A response whose top Via is not the proxy's own.
     ViaNotOurs,
-    /// A malformed ACK: ACKs are never answered.
+    /// A malformed ACK, dropped because ACKs never get a response.
     BadAck,
     /// A keep-alive (empty lines).
     KeepAlive,

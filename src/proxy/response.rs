@@ -34,7 +34,7 @@ impl View<'_> {
             return drop(DropReason::BadResponse);
         };
 
-        // The first Via header contains the proxy's value; the next value is either the second
+        // The first Via header contains the proxy's value. The next value is either the second
         // element of that header or the first element of the next Via header.
         let mut vias = msg.all(HeaderName::Via);
         let first = vias.next().expect("top_via found a Via header");

@@ -464,7 +464,7 @@ impl Driver {
     }
 }
 
-/// The outcome of a new call's INVITE as counted once it is sent.
+/// Builds the outcome of a new call's INVITE, as counted once it is sent.
 fn forwarded(transport: Transport, dest: SocketAddr, kind: MessageKind) -> Outcome {
     Outcome::Forward {
         transport,
@@ -514,8 +514,8 @@ fn send(sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
 /// Writes conversation records and retries failed session updates off the call path.
 ///
 /// Jobs are taken in batches and run concurrently, so a store that batches commits can group
-/// them. Conversation starts of a batch complete before its other jobs, so the answer or end
-/// of a conversation never overtakes its start.
+/// them. Conversation starts of a batch complete before its other jobs, so the answer time or end
+/// of a conversation is never written before its start.
 async fn store_writer(
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
