@@ -477,15 +477,19 @@ impl View<'_> {
         }
 
         if let Some(edit) = plan_received(msg.buf, top_via_range, inbound.source) {
+            // Written straight into the editor's buffer, so the edit allocates nothing.
             if let Some(range) = edit.replace {
-                editor.replace(
-                    range,
-                    &[b";rport=", inbound.source.port().to_string().as_bytes()],
-                );
+                editor
+                    .insert_with(range.start)
+                    .push(b";rport=")
+                    .push_display(inbound.source.port());
+                editor.remove(range);
             }
             if edit.add_received {
-                let ip = inbound.source.ip().to_string();
-                editor.insert(edit.insert_at, &[b";received=", ip.as_bytes()]);
+                editor
+                    .insert_with(edit.insert_at)
+                    .push(b";received=")
+                    .push_display(inbound.source.ip());
             }
         }
 
