@@ -419,24 +419,38 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("; ")
 }
 
-/// Returns one problem for each top-level key whose value does not deserialize, or nothing
-/// when the text is not valid TOML at all.
+/// Returns one problem for each top-level key whose value does not deserialize, plus the
+/// validation problems of the rest of the file read with those keys at their defaults.
+/// Returns nothing when the text is not valid TOML at all.
 fn section_problems(text: &str) -> Vec<Problem> {
     let Ok(table) = text.parse::<toml::Table>() else {
         return Vec::new();
     };
-    table
-        .into_iter()
-        .filter_map(|(key, value)| {
-            let mut alone = toml::Table::new();
-            alone.insert(key.clone(), value);
-            let error = toml::Value::Table(alone).try_into::<Config>().err()?;
-            Some(Problem {
+    let mut problems = Vec::new();
+    let mut rest = toml::Table::new();
+    for (key, value) in table {
+        let mut alone = toml::Table::new();
+        alone.insert(key.clone(), value.clone());
+        match toml::Value::Table(alone).try_into::<Config>() {
+            Ok(_) => {
+                rest.insert(key, value);
+            }
+            Err(error) => problems.push(Problem {
                 key,
                 message: error.to_string().trim_end().replace('\n', " "),
-            })
-        })
-        .collect()
+            }),
+        }
+    }
+    let failed: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+    if let Ok(config) = toml::Value::Table(rest).try_into::<Config>() {
+        // NOTE: a section with two bad values reports only the first, as serde stops there.
+        problems.extend(config.problems().into_iter().filter(|problem| {
+            !failed
+                .iter()
+                .any(|section| problem.key.split(['.', '[']).next() == Some(section.as_str()))
+        }));
+    }
+    problems
 }
 
 impl Config {
@@ -448,7 +462,7 @@ impl Config {
                 // serde stops at the first bad value, so each top-level key is read on its own
                 // as well, to report one problem per section instead of one per run.
                 let problems = section_problems(text);
-                if problems.len() > 1 {
+                if !problems.is_empty() {
                     return Err(ConfigError::Invalid {
                         origin: origin.to_owned(),
                         problems,

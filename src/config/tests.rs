@@ -188,3 +188,14 @@ fn flood_defaults_and_validation() {
     );
     assert!(Config::parse("[flood]\naction = \"reject\"\n", "test").is_err());
 }
+
+#[test]
+fn type_error_keeps_other_problems() {
+    let text = "[sip]\nworkers = \"four\"\n[headers]\ncallid = \"Via\"\n";
+    let problems = match Config::parse(text, "test") {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected every problem reported, got {other:?}"),
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["sip", "headers.callid"]);
+}

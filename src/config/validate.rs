@@ -133,7 +133,7 @@ impl Config {
             if !is_token(name) {
                 add(format!("headers.{field}"), "must be a header name (letters, digits, '-', '.', '_', '!', '%', '*', '+', '`', ''', '~')");
             } else if is_sip_header(name) {
-                add(format!("headers.{field}"), "is a standard SIP header name or compact form; choose a name of your own such as X-Callid");
+                add(format!("headers.{field}"), "is a standard SIP header name or compact form; choose a name of your own, such as one starting with X-");
             } else if !seen.insert(name.to_ascii_lowercase()) {
                 add(
                     format!("headers.{field}"),
