@@ -19,7 +19,7 @@ use crate::message::uri::Uri;
 use crate::message::value::{elements, trim};
 use crate::message::via::plan_received;
 use crate::message::{HeaderName, Message, Method, StartLine, Transport};
-use crate::pseudonym::{random_id, IdKind};
+use crate::pseudonym::{random_id, time_ordered_id, IdKind};
 
 /// The edits that turn one received request into the forwarded one.
 struct Plan<'a> {
@@ -366,7 +366,7 @@ impl View<'_> {
         let ids = CallIds {
             callid: random_id(IdKind::Call).into(),
             sessionid: sessionid.into(),
-            conversationid: random_id(IdKind::Conversation).into(),
+            conversationid: time_ordered_id(IdKind::Conversation, crate::store::now_ms()).into(),
             anonymous: identity.anonymous,
             source: identity.source,
             assurance: identity.assurance,

@@ -68,3 +68,19 @@ fn random_ids_are_typed_and_distinct() {
     assert!(random_id(IdKind::Conversation).starts_with("cv"));
     assert!(random_id(IdKind::AnonymousSession).starts_with("an"));
 }
+
+#[test]
+fn time_ordered_ids_sort_by_time_and_differ_within_a_millisecond() {
+    let at = 1_796_000_000_123; // 2026-11-30, Unix milliseconds
+    let first = time_ordered_id(IdKind::Conversation, at);
+    let same_ms = time_ordered_id(IdKind::Conversation, at);
+    let later = time_ordered_id(IdKind::Conversation, at + 1);
+    assert_eq!(first.len(), 34);
+    assert!(first.starts_with("cv"));
+    assert!(first[2..]
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_eq!(u64::from_str_radix(&first[2..14], 16).unwrap(), at);
+    assert_ne!(first, same_ms);
+    assert!(later > first && later > same_ms);
+}

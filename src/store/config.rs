@@ -32,6 +32,8 @@ pub struct StoreConfig {
     pub session_variable_retention_days: u32,
     /// Milliseconds a store operation on the call path may take before it fails as timed out.
     pub op_budget_ms: u64,
+    /// Mebibytes of page cache the embedded store keeps in memory. Ignored by Redis.
+    pub embedded_cache_mb: u32,
 }
 
 impl Default for StoreConfig {
@@ -42,16 +44,24 @@ impl Default for StoreConfig {
             redis_key_prefix: "sipstamp".into(),
             session_variable_retention_days: 30,
             op_budget_ms: 50,
+            embedded_cache_mb: 64,
         }
     }
 }
 
 /// Maximum retention accepted, in days (about 10 years).
 const MAX_RETENTION_DAYS: u32 = 3650;
+/// Largest embedded page cache accepted, in mebibytes.
+const MAX_CACHE_MB: u32 = 65_536;
 
 impl StoreConfig {
     pub fn op_budget(&self) -> Duration {
         Duration::from_millis(self.op_budget_ms)
+    }
+
+    /// The embedded store's page cache size in bytes.
+    pub fn embedded_cache_bytes(&self) -> usize {
+        self.embedded_cache_mb as usize * 1024 * 1024
     }
 
     pub fn retention_ms(&self) -> u64 {
@@ -106,6 +116,12 @@ impl StoreConfig {
         }
         if !(1..=10_000).contains(&self.op_budget_ms) {
             out.push(problem("op_budget_ms", "must be between 1 and 10000"));
+        }
+        if !(1..=MAX_CACHE_MB).contains(&self.embedded_cache_mb) {
+            out.push(problem(
+                "embedded_cache_mb",
+                &format!("must be between 1 and {MAX_CACHE_MB}"),
+            ));
         }
         out
     }

@@ -53,21 +53,24 @@ impl EmbeddedStore {
     /// and starts the writer thread.
     pub async fn open(data_dir: &Path, config: &StoreConfig) -> StoreResult<Self> {
         let path = data_dir.join(FILE_NAME);
-        let open_path = path.clone();
-        let dir = data_dir.to_owned();
-        let database = tokio::task::spawn_blocking(move || open_database(&dir, &open_path))
+        let file = StoreFile {
+            path: path.clone(),
+            cache_bytes: config.embedded_cache_bytes(),
+        };
+        let (open_file, dir) = (file.clone(), data_dir.to_owned());
+        let database = tokio::task::spawn_blocking(move || open_database(&dir, &open_file))
             .await
             .map_err(|e| StoreError::Backend(format!("store open task failed: {e}")))??;
         let db: SharedDb = Arc::new(RwLock::new(Arc::new(database)));
         if scrub::is_pending(&current(&db))? {
-            let (db, path) = (db.clone(), path.clone());
-            tokio::task::spawn_blocking(move || scrub::run(&db, &path))
+            let (db, file) = (db.clone(), file.clone());
+            tokio::task::spawn_blocking(move || scrub::run(&db, &file))
                 .await
                 .map_err(|e| StoreError::Backend(format!("store scrub task failed: {e}")))??;
         }
 
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::spawn(db.clone(), path.clone(), receiver)?;
+        let writer = writer::spawn(db.clone(), file, receiver)?;
         Ok(Self {
             db,
             commands: Some(commands),
@@ -186,16 +189,35 @@ impl Drop for EmbeddedStore {
     }
 }
 
+/// The database file and how it is opened, shared by the first open and the scrub's copy.
+#[derive(Debug, Clone)]
+pub(in crate::store::embedded) struct StoreFile {
+    pub path: PathBuf,
+    /// Page cache size in bytes. redb's own default (1 GiB) is far more than a sidecar needs.
+    pub cache_bytes: usize,
+}
+
+impl StoreFile {
+    /// Opens or creates a database at `path` with this file's cache size.
+    pub fn create(&self, path: &Path) -> StoreResult<Database> {
+        Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(path)
+            .map_err(backend)
+    }
+}
+
 fn current(db: &SharedDb) -> Arc<Database> {
     db.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-fn open_database(dir: &Path, path: &Path) -> StoreResult<Database> {
+fn open_database(dir: &Path, file: &StoreFile) -> StoreResult<Database> {
+    let path = file.path.as_path();
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
     // A leftover copy from an interrupted scrub holds only live records; the scrub restarts.
     scrub::remove_if_present(&scrub::scrub_path(path))?;
-    let database = Database::create(path).map_err(backend)?;
+    let database = file.create(path)?;
     let txn = database.begin_write().map_err(backend)?;
     for definition in tables::ALL {
         txn.open_table(definition).map_err(backend)?;

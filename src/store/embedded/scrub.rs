@@ -22,6 +22,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::tables::{self, backend, META, SCRUB_PENDING};
 use super::writer::SharedDb;
+use super::StoreFile;
 use crate::store::StoreError;
 
 /// How long the scrub waits for readers of the old file before it zeroes the file anyway.
@@ -47,7 +48,8 @@ pub fn is_pending(db: &Database) -> Result<bool, StoreError> {
 
 /// Rewrites the file without free pages when a scrub is pending. Runs on the writer thread, so
 /// no write can happen meanwhile.
-pub fn run(db: &SharedDb, path: &Path) -> Result<(), StoreError> {
+pub fn run(db: &SharedDb, file: &StoreFile) -> Result<(), StoreError> {
+    let path = file.path.as_path();
     let old = db.read().unwrap_or_else(|e| e.into_inner()).clone();
     if !is_pending(&old)? {
         return Ok(());
@@ -55,7 +57,7 @@ pub fn run(db: &SharedDb, path: &Path) -> Result<(), StoreError> {
     let started = Instant::now();
     let copy_path = scrub_path(path);
     remove_if_present(&copy_path)?;
-    let copy = Database::create(&copy_path).map_err(backend)?;
+    let copy = file.create(&copy_path)?;
     let records = copy_live_records(&old, &copy)?;
 
     // Keep a handle on the old file so its blocks can be zeroed after the rename.

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::scrub;
 use super::tables::backend;
+use super::{scrub, StoreFile};
 use crate::store::StoreError;
 
 /// Most jobs committed in one transaction.
@@ -62,7 +62,7 @@ pub fn job<T: Send + 'static>(
 /// Starts the writer thread. It ends when every sender is dropped.
 pub fn spawn(
     db: SharedDb,
-    path: std::path::PathBuf,
+    file: StoreFile,
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
@@ -76,20 +76,20 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                run_batch(&db, &path, batch);
+                run_batch(&db, &file, batch);
             }
         })
         .map_err(|e| StoreError::Backend(format!("cannot start the store writer thread: {e}")))
 }
 
-fn run_batch(db: &SharedDb, path: &std::path::Path, batch: Vec<Command>) {
+fn run_batch(db: &SharedDb, file: &StoreFile, batch: Vec<Command>) {
     let mut jobs = Vec::new();
     for command in batch {
         match command {
             Command::Write(job) => jobs.push(job),
             Command::Scrub(reply) => {
                 commit_jobs(db, std::mem::take(&mut jobs));
-                let _ = reply.send(scrub::run(db, path));
+                let _ = reply.send(scrub::run(db, file));
             }
         }
     }
