@@ -22,15 +22,16 @@ use crate::identity::TrustMap;
 use crate::message::Method;
 use crate::message::Transport;
 use crate::proxy::MessageKind;
-use crate::proxy::{
-    CallEvent, CallEventKind, Core, DropReason, Inbound, NewCall, Outcome, Returning, Scratch,
-};
+use crate::proxy::{Core, DropReason, Inbound, NewCall, Outcome, Returning, Scratch};
 use crate::pseudonym::KeyRing;
-use crate::store::{self, Conversation, SessionStore, SessionTouch, StoreError};
+use crate::store::{self, SessionStore, SessionTouch, StoreError};
 use crate::telemetry::{Metrics, RateLimiter, ScrapeSources, StoreOp, Verdict};
 use crate::transport::{FramingError, Listeners, MessageHandler, Sender, TransportStats};
 
 mod sessions;
+mod store_jobs;
+
+use store_jobs::{conversation_start, store_writer, touch_job, StoreJob};
 
 /// Most store writes (conversation records and retried session updates) queued at once.
 const STORE_QUEUE: usize = 65_536;
@@ -235,21 +236,6 @@ fn canonical_callerid(callerid: &str) -> Result<String, LookupError> {
     }
     let policy = crate::identity::TrunkPolicy::default();
     crate::identity::normalise_number(trimmed, &policy).map_err(|_| LookupError::InvalidCallerid)
-}
-
-/// Work for the store that must not hold up forwarding.
-enum StoreJob {
-    /// Counts a call in its session, after resolving a retired-key session as a new call does.
-    Touch {
-        sessionid: Arc<str>,
-        previous_sessionids: Vec<Arc<str>>,
-        tenant: Arc<str>,
-        instance: Arc<str>,
-        key_id: Arc<str>,
-        at: u64,
-    },
-    Start(Conversation),
-    Event(CallEvent, u64),
 }
 
 /// Connects the transports to the core and the store.
@@ -476,140 +462,8 @@ fn forwarded(transport: Transport, dest: SocketAddr, kind: MessageKind) -> Outco
     }
 }
 
-/// Returns the start record of a new call's conversation, under the sessionid the call uses.
-fn conversation_start(ids: &crate::proxy::CallIds, sessionid: &str, at: u64) -> StoreJob {
-    StoreJob::Start(Conversation {
-        conversationid: ids.conversationid.to_string(),
-        sessionid: sessionid.to_owned(),
-        tenant: ids.tenant.to_string(),
-        callid: ids.callid.to_string(),
-        release: ids.instance_id.to_string(),
-        started_at_ms: at,
-        answered_at_ms: None,
-        ended_at_ms: None,
-        final_status: None,
-        anonymous: ids.anonymous,
-        identity_source: ids.source.as_str().to_owned(),
-    })
-}
-
-fn touch_job(new_call: &NewCall, at: u64) -> StoreJob {
-    let ids = &new_call.ids;
-    StoreJob::Touch {
-        sessionid: Arc::clone(&ids.sessionid),
-        previous_sessionids: new_call.previous_sessionids.clone(),
-        tenant: Arc::clone(&ids.tenant),
-        instance: Arc::clone(&ids.instance_id),
-        key_id: Arc::clone(&ids.key_id),
-        at,
-    }
-}
-
 fn send(sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
     if let Err(error) = sender.send(transport, dest, bytes.to_vec()) {
         debug!(%error, "send failed");
-    }
-}
-
-/// Writes conversation records and retries failed session updates off the call path.
-///
-/// Jobs are taken in batches and run concurrently, so a store that batches commits can group
-/// them. Conversation starts of a batch complete before its other jobs, so the answer time or end
-/// of a conversation is never written before its start.
-async fn store_writer(
-    store: Arc<dyn SessionStore>,
-    metrics: Arc<Metrics>,
-    mut jobs: mpsc::Receiver<StoreJob>,
-) {
-    const BATCH: usize = 512;
-    let mut batch = Vec::with_capacity(BATCH);
-    while jobs.recv_many(&mut batch, BATCH).await > 0 {
-        let (starts, rest): (Vec<_>, Vec<_>) = batch
-            .drain(..)
-            .partition(|job| matches!(job, StoreJob::Start(_)));
-        for group in [starts, rest] {
-            let mut tasks = tokio::task::JoinSet::new();
-            for job in group {
-                tasks.spawn(run_job(Arc::clone(&store), Arc::clone(&metrics), job));
-            }
-            while tasks.join_next().await.is_some() {}
-        }
-    }
-}
-
-/// Runs one store job, retrying transient failures with growing pauses.
-async fn run_job(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>, job: StoreJob) {
-    const ATTEMPTS: u32 = 5;
-    for attempt in 1..=ATTEMPTS {
-        let result = match &job {
-            StoreJob::Touch {
-                sessionid,
-                previous_sessionids,
-                tenant,
-                instance,
-                key_id,
-                at,
-            } => {
-                let resolved =
-                    sessions::resolve_sessionid(&*store, &metrics, sessionid, previous_sessionids)
-                        .await;
-                match resolved {
-                    Ok(resolved) => {
-                        let touch = SessionTouch {
-                            sessionid: &resolved,
-                            tenant,
-                            instance,
-                            key_id,
-                            now: *at,
-                            other_calls_active: true,
-                        };
-                        metrics
-                            .timed_store_op(StoreOp::TouchSession, store.touch_session(touch))
-                            .await
-                            .map(|_| ())
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-            StoreJob::Start(conversation) => {
-                let started = store.start_conversation(conversation.clone());
-                metrics
-                    .timed_store_op(StoreOp::StartConversation, started)
-                    .await
-            }
-            StoreJob::Event(event, at) => match event.kind {
-                CallEventKind::Answered => {
-                    let answered = store.answer_conversation(&event.conversationid, *at);
-                    metrics
-                        .timed_store_op(StoreOp::AnswerConversation, answered)
-                        .await
-                }
-                CallEventKind::Ended { status } => {
-                    let status = status.unwrap_or(200);
-                    let ended = store.end_conversation(&event.conversationid, *at, status);
-                    metrics
-                        .timed_store_op(StoreOp::EndConversation, ended)
-                        .await
-                }
-            },
-        };
-        // A session touch is not idempotent (it counts the call), and one that timed out is
-        // still applied later, so only a backend failure is retried for it.
-        let retry = match (&job, &result) {
-            (_, Ok(())) => return,
-            (StoreJob::Touch { .. }, Err(error)) => matches!(error, StoreError::Backend(_)),
-            (_, Err(error)) => matches!(error, StoreError::Timeout(_) | StoreError::Backend(_)),
-        };
-        match result {
-            Ok(()) => return,
-            Err(error) if retry && attempt < ATTEMPTS => {
-                debug!(%error, attempt, "store write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-            Err(error) => {
-                error!(%error, attempt, "store write failed; giving up on it");
-                return;
-            }
-        }
     }
 }
