@@ -31,7 +31,7 @@ use crate::transport::{FramingError, Listeners, MessageHandler, Sender, Transpor
 mod sessions;
 mod store_jobs;
 
-use store_jobs::{conversation_start, store_writer, touch_job, StoreJob};
+use store_jobs::{conversation_start, store_writer, touch_job, StoreJob, StoreQueue, StoreWarning};
 
 /// Most store writes (conversation records and retried session updates) queued at once.
 const STORE_QUEUE: usize = 65_536;
@@ -129,7 +129,7 @@ async fn serve(
         runtime: tokio::runtime::Handle::current(),
         budget: Duration::from_millis(config.store.op_budget_ms),
         pending: Arc::new(Semaphore::new(MAX_PENDING_TOUCHES)),
-        jobs,
+        jobs: StoreQueue::new(jobs, Arc::clone(&metrics)),
         flood_log: RateLimiter::new(FLOOD_LOG_INTERVAL, FLOOD_LOG_SOURCES),
     });
     let listeners = Listeners::start(&config, driver)?;
@@ -246,7 +246,7 @@ struct Driver {
     runtime: tokio::runtime::Handle,
     budget: Duration,
     pending: Arc<Semaphore>,
-    jobs: mpsc::Sender<StoreJob>,
+    jobs: StoreQueue,
     /// Logs a rate-limited source at most once per interval.
     flood_log: RateLimiter<IpAddr>,
 }
@@ -351,7 +351,7 @@ impl Driver {
             return;
         }
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
-            warn!(callid = %ids.callid, "too many calls waiting for the store; forwarding with returning caller unknown");
+            self.jobs.warn(StoreWarning::TooManyWaiting, None);
             self.queue(conversation_start(&ids, &ids.sessionid, now));
             self.queue(touch_job(new_call, now));
             self.core
@@ -417,26 +417,29 @@ impl Driver {
                     // A timed-out write stays queued in the store and is applied later, so
                     // retrying it would count the call twice.
                     Ok(Err(error @ StoreError::Timeout(_))) => {
-                        warn!(%error, "session store timed out; returning caller unknown");
+                        jobs.warn(StoreWarning::TimedOut, Some(&error));
                         Returning::Unknown
                     }
                     Ok(Err(error)) => {
-                        warn!(%error, "session store failed; the session update is queued for retry");
-                        let _ = jobs.try_send(touch_job(&new_call, now));
+                        jobs.warn(StoreWarning::Failed, Some(&error));
+                        jobs.push(touch_job(&new_call, now));
                         Returning::Unknown
                     }
                     Err(_) => {
-                        warn!(budget_ms = budget.as_millis() as u64, "session store timed out; returning caller unknown");
+                        let error = StoreError::Timeout(budget.as_millis() as u64);
+                        jobs.warn(StoreWarning::TimedOut, Some(&error));
                         Returning::Unknown
                     }
                 };
-                if jobs.try_send(conversation_start(&ids, &sessionid, now)).is_err() {
-                    warn!("store write queue full; a conversation record was not written");
-                }
+                jobs.push(conversation_start(&ids, &sessionid, now));
                 core.finish_new_call(&new_call, &mut out, returning);
                 metrics.returning(returning);
                 send(&sender, transport, dest, &out);
-                metrics.observe(&forwarded(transport, dest, outcome_kind), transport, received.elapsed());
+                metrics.observe(
+                    &forwarded(transport, dest, outcome_kind),
+                    transport,
+                    received.elapsed(),
+                );
                 debug!(returning = returning.as_str(), "new call forwarded");
             }
             .instrument(span),
@@ -444,9 +447,7 @@ impl Driver {
     }
 
     fn queue(&self, job: StoreJob) {
-        if self.jobs.try_send(job).is_err() {
-            warn!("store write queue full; a conversation record was not written");
-        }
+        self.jobs.push(job);
     }
 }
 

@@ -3,15 +3,82 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use super::sessions;
 use crate::proxy::{CallEvent, CallEventKind, CallIds, NewCall};
 use crate::store::{Conversation, SessionStore, SessionTouch, StoreError};
-use crate::telemetry::{Metrics, StoreOp};
+use crate::telemetry::{Metrics, RateLimiter, StoreOp, Verdict};
+
+/// Each kind of store warning is logged at most once per interval. Under overload they would
+/// otherwise come once per call; the suppressed count is logged with the next one.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Store problems on the call path that are logged at a limited rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum StoreWarning {
+    /// The write queue was full, so a write was dropped.
+    QueueFull,
+    /// Too many new calls were waiting for the store, so one went on without waiting.
+    TooManyWaiting,
+    /// A session update did not finish within the op budget.
+    TimedOut,
+    /// A session update failed and was queued for a retry.
+    Failed,
+}
+
+impl StoreWarning {
+    fn message(self) -> &'static str {
+        match self {
+            Self::QueueFull => "store write queue full; a store write was dropped",
+            Self::TooManyWaiting => {
+                "too many calls waiting for the store; forwarding with returning caller unknown"
+            }
+            Self::TimedOut => "session store timed out; returning caller unknown",
+            Self::Failed => "session store failed; the session update is queued for retry",
+        }
+    }
+}
+
+/// The sending side of the store queue, shared by the transports' threads and call tasks. It
+/// counts dropped writes and rate-limits the store warnings.
+#[derive(Clone)]
+pub(super) struct StoreQueue {
+    jobs: mpsc::Sender<StoreJob>,
+    metrics: Arc<Metrics>,
+    warnings: Arc<RateLimiter<StoreWarning>>,
+}
+
+impl StoreQueue {
+    pub fn new(jobs: mpsc::Sender<StoreJob>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            jobs,
+            metrics,
+            warnings: Arc::new(RateLimiter::new(WARNING_INTERVAL, 4)),
+        }
+    }
+
+    /// Queues a job without waiting; when the queue is full the job is dropped and counted.
+    pub fn push(&self, job: StoreJob) {
+        if self.jobs.try_send(job).is_err() {
+            self.metrics.store_write_dropped();
+            self.warn(StoreWarning::QueueFull, None);
+        }
+    }
+
+    /// Logs `warning` with the error behind it, unless it was logged within the interval.
+    pub fn warn(&self, warning: StoreWarning, error: Option<&StoreError>) {
+        if let Verdict::Log { suppressed } = self.warnings.check(warning, Instant::now()) {
+            match error {
+                Some(error) => warn!(%error, suppressed, "{}", warning.message()),
+                None => warn!(suppressed, "{}", warning.message()),
+            }
+        }
+    }
+}
 
 /// Work for the store that must not hold up forwarding.
 pub(super) enum StoreJob {

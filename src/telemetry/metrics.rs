@@ -82,6 +82,7 @@ pub struct Metrics {
     store_operations: [IntCounter; OP_COUNT],
     store_errors: [[IntCounter; STORE_ERRORS.len()]; OP_COUNT],
     store_duration: [Histogram; OP_COUNT],
+    store_writes_dropped: IntCounter,
     message_duration: [Histogram; MESSAGE_KINDS.len()],
     active_calls: IntGauge,
     tcp_connections: IntGauge,
@@ -170,6 +171,12 @@ impl Metrics {
             &["backend", "operation"],
             &STORE_BUCKETS,
         )?;
+        let store_writes_dropped = counter_vec(
+            r,
+            "sipstamp_store_writes_dropped_total",
+            "Store writes (conversation records, retried session updates) dropped because the write queue was full.",
+            &["backend"],
+        )?;
         let message_duration = histogram_vec(
             r,
             "sipstamp_message_duration_seconds",
@@ -230,6 +237,7 @@ impl Metrics {
             store_duration: std::array::from_fn(|op| {
                 store_duration.with_label_values(&[backend, STORE_OPS[op]])
             }),
+            store_writes_dropped: store_writes_dropped.with_label_values(&[backend]),
             message_duration: std::array::from_fn(|k| {
                 message_duration.with_label_values(&[MESSAGE_KINDS[k]])
             }),
@@ -309,6 +317,11 @@ impl Metrics {
                 self.store_errors[i][kind].inc();
             }
         }
+    }
+
+    /// Counts a store write dropped because the write queue was full.
+    pub fn store_write_dropped(&self) {
+        self.store_writes_dropped.inc();
     }
 
     /// Runs one store operation and records it with [`Metrics::store_op`].

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{fold_events_into_starts, store_writer, StoreJob};
+use super::{fold_events_into_starts, store_writer, StoreJob, StoreQueue};
 use crate::proxy::{CallEvent, CallEventKind};
 use crate::store::{Conversation, EmbeddedStore, SessionStore, StoreBackend, StoreConfig};
 use crate::telemetry::{Metrics, ScrapeSources};
@@ -201,4 +201,24 @@ fn operation_count(rendered: &str, operation: &str) -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix(&series))
         .map_or(0, |value| value.trim().parse().expect("counter value"))
+}
+
+#[test]
+fn full_queue_drops_and_counts_writes() {
+    let metrics = Arc::new(
+        Metrics::new(StoreBackend::Embedded, ScrapeSources::default()).expect("register metrics"),
+    );
+    let (jobs, mut receiver) = mpsc::channel(1);
+    let queue = StoreQueue::new(jobs, Arc::clone(&metrics));
+    queue.push(start("cvqueued", 1));
+    queue.push(start("cvdropped", 2));
+    queue.push(answered("cvqueued", 3));
+
+    let dropped = "sipstamp_store_writes_dropped_total{backend=\"embedded\"} ";
+    let rendered = metrics.render();
+    let count = rendered.lines().find_map(|line| line.strip_prefix(dropped));
+    assert_eq!(count.map(str::trim), Some("2"));
+    let queued = receiver.try_recv().expect("first job queued");
+    assert_eq!(describe(&[queued]), ["start cvqueued None None None"]);
+    assert!(receiver.try_recv().is_err(), "only one job fits");
 }
