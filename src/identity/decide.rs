@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::header::{param, parse_name_addr, split_values, unfold, NameAddr};
 use super::markers::{is_empty_number, marker_reason};
 use super::normalise::{normalise_uri, Normalised};
-use super::privacy::{read_privacy, rpid_privacy, RpidPrivacy};
+use super::privacy::{raw_rpid_privacy, read_privacy, rpid_privacy, RpidPrivacy};
 use super::trust::TrunkPolicy;
 use super::uri::{parse_uri, percent_decode, Scheme, Uri};
 use super::{AnonReason, Assurance, Identity, IdentityFlags, IdentityInput, IdentitySource};
@@ -14,7 +14,8 @@ use super::{AnonReason, Assurance, Identity, IdentityFlags, IdentityInput, Ident
 /// Derives the identity of one INVITE.
 ///
 /// The call is anonymous when any Privacy line requests `id`, `user` or `header` or cannot be
-/// parsed, when the caller's RPID has `privacy=full` or `privacy=uri`, when From or the chosen
+/// parsed, when the caller's RPID has `privacy=full` or `privacy=uri` (or a malformed RPID
+/// value has any `privacy` other than `off` or `name`), when From or the chosen
 /// source is an anonymous marker, or when no source yields a valid identity. PAI and RPID count
 /// only from a trusted peer of a trunk that honours them. PPI never counts.
 pub fn derive(input: &IdentityInput<'_>, trunk: &TrunkPolicy) -> Identity {
@@ -41,7 +42,10 @@ pub fn derive(input: &IdentityInput<'_>, trunk: &TrunkPolicy) -> Identity {
     let rpid_withheld = addresses(&rpid_lines)
         .filter(is_calling)
         .any(|r| rpid_privacy(param(r.params, "privacy")) == RpidPrivacy::Withheld);
-    if rpid_withheld {
+    flags.rpid_unparsable = malformed_values(&rpid_lines).next().is_some();
+    let malformed_withheld =
+        malformed_values(&rpid_lines).any(|raw| raw_rpid_privacy(raw) == RpidPrivacy::Withheld);
+    if rpid_withheld || malformed_withheld {
         reason = reason.or(Some(AnonReason::Withheld));
     }
     if let Some(r) = &rpid {
@@ -126,10 +130,20 @@ fn addresses<'a>(lines: &'a [Cow<'a, [u8]>]) -> impl Iterator<Item = NameAddr<'a
         .filter_map(|value| parse_name_addr(value).ok())
 }
 
+/// Returns the raw bytes of every value that [`addresses`] skips: whole lines that do not split
+/// into values, and values that are not a name-addr.
+fn malformed_values<'a>(lines: &'a [Cow<'a, [u8]>]) -> impl Iterator<Item = &'a [u8]> {
+    lines.iter().flat_map(|line| match split_values(line) {
+        Ok(values) => values
+            .into_iter()
+            .filter(|value| parse_name_addr(value).is_err())
+            .collect::<Vec<_>>(),
+        Err(_) => vec![line.as_ref()],
+    })
+}
+
 /// Returns the first RPID value about the caller: `party=calling` or no `party` parameter.
-///
-/// NOTE: a malformed RPID value is skipped, so a `privacy=full` inside it is not seen. Only the
-/// Privacy header fails closed on syntax errors.
+/// Malformed values are skipped here; `derive` reads their privacy with `raw_rpid_privacy`.
 fn calling_rpid<'a>(lines: &'a [Cow<'a, [u8]>]) -> Option<NameAddr<'a>> {
     addresses(lines).find(is_calling)
 }

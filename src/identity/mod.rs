@@ -154,6 +154,8 @@ pub struct IdentityFlags {
     pub privacy_unknown_token: bool,
     /// A trusted peer reported a passed STIR/SHAKEN verification through `verstat`.
     pub verstat_passed: bool,
+    /// A Remote-Party-ID value could not be parsed; only its privacy was read.
+    pub rpid_unparsable: bool,
 }
 
 /// The per-call identity. `callerid` is `None` whenever `anonymous` is true.

@@ -83,3 +83,49 @@ pub(crate) fn rpid_privacy(value: Option<&[u8]>) -> RpidPrivacy {
         Some(_) => RpidPrivacy::Withheld,
     }
 }
+
+/// Reads the privacy that a Remote-Party-ID value requests when the value cannot be parsed.
+///
+/// It fails closed: every `privacy` in the raw bytes, compared without regard to case, must be
+/// followed by `=` and `off` or `name`; anything else withholds the number. A malformed value
+/// cannot show whether it is about the caller, so `party` is not considered.
+pub(crate) fn raw_rpid_privacy(raw: &[u8]) -> RpidPrivacy {
+    const NAME: &[u8] = b"privacy";
+    let mut result = RpidPrivacy::Off;
+    let mut at = 0;
+    while let Some(found) = find_ignore_case(&raw[at..], NAME) {
+        let rest = trim_lws(&raw[at + found + NAME.len()..]);
+        let value = match rest.strip_prefix(b"=") {
+            Some(after) => {
+                let after = trim_lws(after);
+                let end = after
+                    .iter()
+                    .position(|b| matches!(b, b';' | b',' | b'>' | b' ' | b'\t' | b'\r' | b'\n'))
+                    .unwrap_or(after.len());
+                Some(&after[..end])
+            }
+            None => None,
+        };
+        match value.map(|v| rpid_privacy(Some(v))) {
+            Some(RpidPrivacy::Off) => {}
+            Some(RpidPrivacy::Name) => result = RpidPrivacy::Name,
+            Some(RpidPrivacy::Withheld) | None => return RpidPrivacy::Withheld,
+        }
+        at += found + NAME.len();
+    }
+    result
+}
+
+fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+}
+
+fn trim_lws(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}

@@ -420,6 +420,56 @@ fn any_caller_rpid_can_withhold() {
     assert_eq!(identity.anon_reason, R::Withheld);
 }
 
+/// Malformed Remote-Party-ID values, each with whether it must withhold the caller's number.
+const MALFORMED_RPID: [(&str, bool); 8] = [
+    // Unclosed angle bracket, so the value is not a name-addr.
+    ("<sip:+4930555555@c;party=calling;privacy=full", true),
+    ("<sip:+4930555555@c;privacy = URI", true),
+    // Unclosed quote: the whole line fails to split into values.
+    ("\"Jane <sip:+4930555555@c>;privacy=full", true),
+    // A privacy parameter without a value fails closed.
+    ("<sip:+4930555555@c;privacy", true),
+    ("<sip:+4930555555@c;privacy=unknown-value", true),
+    ("<sip:+4930555555@c;privacy=off", false),
+    ("<sip:+4930555555@c;privacy=name", false),
+    ("<sip:+4930555555@c;party=calling", false),
+];
+
+#[test]
+fn malformed_rpid_privacy_fails_closed() {
+    for (rpid, withheld) in MALFORMED_RPID {
+        for trunk in [de_trunk(), TrunkPolicy::default()] {
+            let headers = [("Remote-Party-ID", rpid), FROM_NUMBER];
+            let identity = derive_headers(&headers, &trunk);
+            assert!(identity.flags.rpid_unparsable, "{rpid}: flag");
+            assert_eq!(identity.anonymous, withheld, "{rpid}: anonymous");
+            if withheld {
+                assert_eq!(identity.anon_reason, R::Withheld, "{rpid}: reason");
+                assert_eq!(identity.callerid, None, "{rpid}: callerid");
+            } else {
+                assert_eq!(
+                    identity.callerid.as_deref(),
+                    Some("+4930123456"),
+                    "{rpid}: the From number is used"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn well_formed_rpid_is_not_flagged_unparsable() {
+    let headers = [
+        (
+            "Remote-Party-ID",
+            "<sip:+4930555555@c>;party=calling;privacy=off",
+        ),
+        FROM_NUMBER,
+    ];
+    let identity = derive_headers(&headers, &de_trunk());
+    assert!(!identity.flags.rpid_unparsable);
+}
+
 #[test]
 fn called_party_rpid_is_ignored() {
     let headers = [

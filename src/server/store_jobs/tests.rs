@@ -60,7 +60,7 @@ fn describe(batch: &[StoreJob]) -> Vec<String> {
 }
 
 #[test]
-fn answer_and_end_fold_into_a_start_of_the_same_batch() {
+fn events_fold_into_batch_start() {
     let mut batch = vec![
         start("cv1", 10),
         answered("cv1", 20),
@@ -84,7 +84,7 @@ fn first_answer_and_first_end_win() {
 }
 
 #[test]
-fn events_without_a_start_in_the_batch_stay_in_order() {
+fn unmatched_events_keep_order() {
     let mut batch = vec![
         answered("cv-old", 5),
         start("cv2", 10),
@@ -112,7 +112,7 @@ fn batch_without_events_is_unchanged() {
     );
 }
 
-/// Runs the writer over two batches against a real store: the first batch holds a whole call,
+/// Runs the writer over two batches against a real store: the first batch contains a whole call,
 /// the second the answer of a conversation started in the first.
 #[tokio::test]
 async fn writer_records_folded_and_separate_events() {
