@@ -30,6 +30,9 @@ pub struct StoreConfig {
     pub redis_key_prefix: String,
     /// Days without activity after which `session` variables are deleted.
     pub session_variable_retention_days: u32,
+    /// Days after its start after which a conversation is deleted; 0 keeps conversations until
+    /// their session is erased or their tenant purged.
+    pub conversation_retention_days: u32,
     /// Milliseconds a store operation on the call path may take before it fails as timed out.
     pub op_budget_ms: u64,
     /// Mebibytes of page cache the embedded store keeps in memory. Ignored by Redis.
@@ -43,6 +46,7 @@ impl Default for StoreConfig {
             redis_urls: Vec::new(),
             redis_key_prefix: "sipstamp".into(),
             session_variable_retention_days: 30,
+            conversation_retention_days: 90,
             op_budget_ms: 50,
             embedded_cache_mb: 64,
         }
@@ -66,6 +70,15 @@ impl StoreConfig {
 
     pub fn retention_ms(&self) -> u64 {
         u64::from(self.session_variable_retention_days) * super::DAY_MS
+    }
+
+    /// The conversation retention period in milliseconds, or `None` when conversations are
+    /// kept forever.
+    pub fn conversation_retention_ms(&self) -> Option<u64> {
+        match self.conversation_retention_days {
+            0 => None,
+            days => Some(u64::from(days) * super::DAY_MS),
+        }
     }
 
     /// Returns every problem in this section, with keys prefixed by `store.`.
@@ -112,6 +125,12 @@ impl StoreConfig {
             out.push(problem(
                 "session_variable_retention_days",
                 &format!("must be between 1 and {MAX_RETENTION_DAYS}"),
+            ));
+        }
+        if self.conversation_retention_days > MAX_RETENTION_DAYS {
+            out.push(problem(
+                "conversation_retention_days",
+                &format!("must be between 0 (keep forever) and {MAX_RETENTION_DAYS}"),
             ));
         }
         if !(1..=10_000).contains(&self.op_budget_ms) {

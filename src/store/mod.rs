@@ -105,6 +105,15 @@ pub struct Touch {
     pub session: Session,
 }
 
+/// The records one [`SessionStore::sweep`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// `session` variables of sessions without activity for their retention period.
+    pub variables: u64,
+    /// Conversations that started before the conversation retention period.
+    pub conversations: u64,
+}
+
 /// Errors of store operations. Messages name the failing field or record kind but never
 /// contain a callerid (the store never receives one).
 #[derive(Debug, thiserror::Error)]
@@ -188,10 +197,11 @@ pub trait SessionStore: Send + Sync {
     /// Erases every session and conversation of a tenant and returns the number of sessions.
     fn purge_tenant<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, u64>;
 
-    /// Deletes `session` variables of sessions without activity for the retention period and
-    /// returns how many it deleted. Session records are kept. Redis expires these variables
-    /// itself, so there it returns 0.
-    fn sweep(&self, now: UnixMillis) -> StoreFuture<'_, u64>;
+    /// Deletes `session` variables of sessions without activity for their retention period,
+    /// and conversations that started before the conversation retention period, and returns
+    /// how many of each it deleted. Session records are kept. Redis expires both itself, so
+    /// there it deletes nothing and returns zero counts.
+    fn sweep(&self, now: UnixMillis) -> StoreFuture<'_, Swept>;
 
     /// Records that `new_sessionid` (computed under a newer key) stands for `original`.
     fn put_alias<'a>(&'a self, new_sessionid: &'a str, original: &'a str) -> StoreFuture<'a, ()>;

@@ -1,9 +1,10 @@
-//! The background task that applies the session-variable retention period.
+//! The background task that applies the retention periods of session variables and
+//! conversations.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{now_ms, SessionStore};
+use super::{now_ms, SessionStore, Swept};
 
 /// Starts a task that calls [`SessionStore::sweep`] every `interval` until the returned handle
 /// is aborted or the runtime shuts down. Errors are logged and the next round runs as planned.
@@ -18,11 +19,15 @@ pub fn spawn_sweeper(
         loop {
             ticker.tick().await;
             match store.sweep(now_ms()).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "swept expired session variables"),
+                Ok(swept) if swept == Swept::default() => {}
+                Ok(swept) => tracing::info!(
+                    variables = swept.variables,
+                    conversations = swept.conversations,
+                    "swept expired session variables and conversations"
+                ),
                 Err(error) => {
                     failures += 1;
-                    tracing::warn!(%error, failures, "session variable sweep failed");
+                    tracing::warn!(%error, failures, "store sweep failed");
                 }
             }
         }

@@ -18,7 +18,7 @@ use super::validate::{
 };
 use super::{
     codec, within_budget, Conversation, Lifetime, Session, SessionStore, SessionTouch, StoreConfig,
-    StoreError, StoreFuture, StoreResult, Touch, UnixMillis, Variable,
+    StoreError, StoreFuture, StoreResult, Swept, Touch, UnixMillis, Variable,
 };
 
 mod scrub;
@@ -37,6 +37,10 @@ pub const FILE_NAME: &str = "sessions.redb";
 /// Capacity of the writer's queue; callers wait for space when it is full.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// Most conversation records that retention scans in one write transaction, so that a sweep
+/// does not hold the writer thread, and the calls queued behind it, for a whole large range.
+const RETENTION_CHUNK: usize = 1000;
+
 /// The redb-backed [`SessionStore`].
 pub struct EmbeddedStore {
     db: SharedDb,
@@ -45,6 +49,7 @@ pub struct EmbeddedStore {
     writer: Option<std::thread::JoinHandle<()>>,
     budget: Duration,
     retention_ms: u64,
+    conversation_retention_ms: Option<u64>,
     path: PathBuf,
 }
 
@@ -77,6 +82,7 @@ impl EmbeddedStore {
             writer: Some(writer),
             budget: config.op_budget(),
             retention_ms: config.retention_ms(),
+            conversation_retention_ms: config.conversation_retention_ms(),
             path,
         })
     }
@@ -135,6 +141,57 @@ impl EmbeddedStore {
             };
             Ok(record)
         })
+    }
+
+    /// Deletes the `session` variables of sessions idle for the retention period, then
+    /// rewrites the file when it deleted any.
+    async fn sweep_variables(&self, now: UnixMillis) -> StoreResult<u64> {
+        let cutoff = now.saturating_sub(self.retention_ms);
+        let candidates = self.sweep_candidates(cutoff)?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let deleted = self
+            .write(move |txn| tables::sweep_sessions(txn, &candidates, cutoff))
+            .await?;
+        if deleted > 0 {
+            self.scrub().await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the conversations that started before `cutoff` and returns how many it deleted.
+    ///
+    /// Only keys below `cv` + 12 hex digits of `cutoff` are scanned, because ids from
+    /// `time_ordered_id` start with their start time. The proxy takes `started_at_ms` after it
+    /// creates the id, so every such conversation started before `cutoff` lies in that range,
+    /// unless the system clock stepped back in between. A record whose id does not follow that
+    /// format, such as a random id from a release before time-ordered ids, is deleted only when
+    /// its id happens to sort in that range. The file is not rewritten: see
+    /// [`tables::delete_conversations_started_before`].
+    async fn delete_old_conversations(&self, cutoff: UnixMillis) -> StoreResult<u64> {
+        let end = tables::conversation_key_bound(cutoff);
+        let mut from = b"cv".to_vec();
+        let mut deleted = 0;
+        loop {
+            let (chunk_from, chunk_end) = (from, end.clone());
+            let chunk = self
+                .write(move |txn| {
+                    tables::delete_conversations_started_before(
+                        txn,
+                        &chunk_from,
+                        &chunk_end,
+                        cutoff,
+                        RETENTION_CHUNK,
+                    )
+                })
+                .await?;
+            deleted += chunk.deleted;
+            match chunk.next {
+                Some(next) => from = next,
+                None => return Ok(deleted),
+            }
+        }
     }
 
     /// Returns the sessions whose `session` variables may be due for deletion.
@@ -384,20 +441,20 @@ impl SessionStore for EmbeddedStore {
         })
     }
 
-    fn sweep(&self, now: UnixMillis) -> StoreFuture<'_, u64> {
+    fn sweep(&self, now: UnixMillis) -> StoreFuture<'_, Swept> {
         Box::pin(async move {
-            let cutoff = now.saturating_sub(self.retention_ms);
-            let candidates = self.sweep_candidates(cutoff)?;
-            if candidates.is_empty() {
-                return Ok(0);
-            }
-            let deleted = self
-                .write(move |txn| tables::sweep_sessions(txn, &candidates, cutoff))
-                .await?;
-            if deleted > 0 {
-                self.scrub().await?;
-            }
-            Ok(deleted)
+            let conversations = match self.conversation_retention_ms {
+                Some(retention) => {
+                    self.delete_old_conversations(now.saturating_sub(retention))
+                        .await?
+                }
+                None => 0,
+            };
+            let variables = self.sweep_variables(now).await?;
+            Ok(Swept {
+                variables,
+                conversations,
+            })
         })
     }
 

@@ -285,6 +285,68 @@ fn delete_conversation(txn: &WriteTransaction, conversationid: &str) -> Result<(
     Ok(())
 }
 
+/// Returns the exclusive upper bound of the keys of time-ordered conversation ids (see
+/// `crate::pseudonym::time_ordered_id`) whose start time is before `cutoff`.
+pub fn conversation_key_bound(cutoff: u64) -> Vec<u8> {
+    // The id holds 48 bits of milliseconds, enough until the year 10889.
+    format!("cv{:012x}", cutoff.min(0xffff_ffff_ffff)).into_bytes()
+}
+
+/// The outcome of one [`delete_conversations_started_before`] call.
+#[derive(Debug)]
+pub struct RetentionChunk {
+    pub deleted: u64,
+    /// First key of the next chunk, or `None` when the scanned range is exhausted.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Scans up to `limit` conversation records with keys in `from..end`, and deletes those whose
+/// `started_at_ms` is before `cutoff`, with their index rows. Retention is not an erasure, so
+/// the scrub is not marked pending and the bytes stay in free pages until redb reuses them.
+pub fn delete_conversations_started_before(
+    txn: &WriteTransaction,
+    from: &[u8],
+    end: &[u8],
+    cutoff: u64,
+    limit: usize,
+) -> Result<RetentionChunk, StoreError> {
+    if from >= end {
+        return Ok(RetentionChunk {
+            deleted: 0,
+            next: None,
+        });
+    }
+    let mut expired = Vec::new();
+    let mut scanned = 0;
+    let mut last_key = None;
+    {
+        let conversations = txn.open_table(CONVERSATIONS).map_err(backend)?;
+        for entry in conversations.range(from..end).map_err(backend)?.take(limit) {
+            let (key, value) = entry.map_err(backend)?;
+            scanned += 1;
+            if codec::decode_conversation(value.value())?.started_at_ms < cutoff {
+                expired.push(String::from_utf8_lossy(key.value()).into_owned());
+            }
+            last_key = Some(key.value().to_vec());
+        }
+    }
+    for conversationid in &expired {
+        delete_conversation(txn, conversationid)?;
+    }
+    // Appending a NUL byte gives the smallest key after the last one scanned.
+    let next = match last_key {
+        Some(mut key) if scanned == limit => {
+            key.push(0);
+            Some(key)
+        }
+        _ => None,
+    };
+    Ok(RetentionChunk {
+        deleted: expired.len() as u64,
+        next,
+    })
+}
+
 /// Deletes a session with everything attached to it and returns whether the session existed.
 pub fn erase_session(txn: &WriteTransaction, sessionid: &str) -> Result<bool, StoreError> {
     let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;

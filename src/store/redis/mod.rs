@@ -7,7 +7,13 @@
 //! they write an index entry before the record it points to so that erasure always finds it.
 //!
 //! `session` variables use native expiry (`PEXPIREAT` at the last activity plus the retention
-//! period), so `sweep` has nothing to do here.
+//! period), and so do conversation hashes (`PEXPIREAT` at the start plus the conversation
+//! retention period), so `sweep` has nothing to do here.
+//!
+//! NOTE: an expired conversation's id stays in the index sets `P:{sessionid}:cv` and
+//! `P:tenant:{tenant}:cv` until its session is erased or its tenant purged, because pruning
+//! them would mean reading every member of every set. Anonymous calls are the exception: their
+//! one-call session set expires with the conversation.
 //!
 //! NOTE: Redis deletes erased keys from memory, but an append-only file keeps the old commands
 //! until it is rewritten (BGREWRITEAOF), and older RDB snapshots keep the old values.
@@ -25,7 +31,8 @@ use super::validate::{
 };
 use super::{
     codec, within_budget, Conversation, Lifetime, Session, SessionStore, SessionTouch,
-    StoreBackend, StoreConfig, StoreError, StoreFuture, StoreResult, Touch, UnixMillis, Variable,
+    StoreBackend, StoreConfig, StoreError, StoreFuture, StoreResult, Swept, Touch, UnixMillis,
+    Variable,
 };
 
 mod records;
@@ -77,6 +84,7 @@ pub struct RedisStore {
     keys: Keys,
     budget: Duration,
     retention_ms: u64,
+    conversation_retention_ms: Option<u64>,
     touch: Script,
     put_variable: Script,
     answer: Script,
@@ -131,6 +139,7 @@ impl RedisStore {
             keys: Keys::new(&config.redis_key_prefix),
             budget: config.op_budget(),
             retention_ms: config.retention_ms(),
+            conversation_retention_ms: config.conversation_retention_ms(),
             touch: Script::new(scripts::TOUCH),
             put_variable: Script::new(scripts::PUT_VARIABLE),
             answer: Script::new(scripts::ANSWER),
@@ -201,10 +210,19 @@ impl RedisStore {
         if let Some(previous) = self.load_conversation(&c.conversationid).await? {
             self.remove_conversation_indexes(&previous).await?;
         }
+        let expire_at = self
+            .conversation_retention_ms
+            .map(|retention| c.started_at_ms.saturating_add(retention));
         let by_session = self.keys.session_conversations(&c.sessionid);
         let _: i64 = self
             .query(redis::cmd("SADD").arg(&by_session).arg(&c.conversationid))
             .await?;
+        if let (Some(expire_at), true) = (expire_at, c.anonymous) {
+            // An anonymous sessionid is random per call, so its set holds this conversation only.
+            let _: i64 = self
+                .query(redis::cmd("PEXPIREAT").arg(&by_session).arg(expire_at))
+                .await?;
+        }
         let by_tenant = self.keys.tenant_conversations(&c.tenant);
         let _: i64 = self
             .query(redis::cmd("SADD").arg(&by_tenant).arg(&c.conversationid))
@@ -217,6 +235,11 @@ impl RedisStore {
             hset.arg(name).arg(value);
         }
         pipe.add_command(hset).ignore();
+        // The answer and end scripts change fields with HSET and HSETNX, which keep this expiry.
+        // A time already past deletes the hash at once.
+        if let Some(expire_at) = expire_at {
+            pipe.cmd("PEXPIREAT").arg(&key).arg(expire_at).ignore();
+        }
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection)
             .await
@@ -235,14 +258,16 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn delete_conversation(&self, conversationid: &str) -> StoreResult<()> {
-        if let Some(conversation) = self.load_conversation(conversationid).await? {
-            let _: i64 = self
-                .query(redis::cmd("DEL").arg(self.keys.conversation(conversationid)))
-                .await?;
-            self.remove_conversation_indexes(&conversation).await?;
-        }
-        Ok(())
+    /// Deletes a conversation and its index entries, and returns whether it existed.
+    async fn delete_conversation(&self, conversationid: &str) -> StoreResult<bool> {
+        let Some(conversation) = self.load_conversation(conversationid).await? else {
+            return Ok(false);
+        };
+        let _: i64 = self
+            .query(redis::cmd("DEL").arg(self.keys.conversation(conversationid)))
+            .await?;
+        self.remove_conversation_indexes(&conversation).await?;
+        Ok(true)
     }
 
     async fn erase_inner(&self, sessionid: &str) -> StoreResult<bool> {
@@ -251,7 +276,18 @@ impl RedisStore {
             .members(&self.keys.session_conversations(sessionid))
             .await?
         {
-            self.delete_conversation(&conversationid).await?;
+            let existed = self.delete_conversation(&conversationid).await?;
+            // An expired conversation left its id in the tenant index. A session's calls run
+            // under the session's tenant, so that is the set to clean.
+            if let (false, Some(session)) = (existed, &session) {
+                let _: i64 = self
+                    .query(
+                        redis::cmd("SREM")
+                            .arg(self.keys.tenant_conversations(&session.tenant))
+                            .arg(&conversationid),
+                    )
+                    .await?;
+            }
         }
 
         let original: Option<String> = self

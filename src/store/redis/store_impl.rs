@@ -177,9 +177,10 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn sweep(&self, _now: UnixMillis) -> StoreFuture<'_, u64> {
-        // Session variables carry a native expiry; see the module documentation.
-        Box::pin(async { Ok(0) })
+    fn sweep(&self, _now: UnixMillis) -> StoreFuture<'_, Swept> {
+        // Session variables and conversations carry a native expiry; see the module
+        // documentation.
+        Box::pin(async { Ok(Swept::default()) })
     }
 
     fn put_alias<'a>(&'a self, new_sessionid: &'a str, original: &'a str) -> StoreFuture<'a, ()> {

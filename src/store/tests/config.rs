@@ -8,6 +8,11 @@ fn store_section_defaults() {
     let config = Config::parse("", "test").unwrap();
     assert_eq!(config.store.backend, StoreBackend::Embedded);
     assert_eq!(config.store.session_variable_retention_days, 30);
+    assert_eq!(config.store.conversation_retention_days, 90);
+    assert_eq!(
+        config.store.conversation_retention_ms(),
+        Some(90 * crate::store::DAY_MS)
+    );
     assert_eq!(config.store.op_budget_ms, 50);
     assert_eq!(config.store.redis_key_prefix, "sipstamp");
 }
@@ -39,6 +44,10 @@ fn store_section_problems() {
             "session_variable_retention_days = 0",
             "store.session_variable_retention_days",
         ),
+        (
+            "conversation_retention_days = 3651",
+            "store.conversation_retention_days",
+        ),
         ("op_budget_ms = 0", "store.op_budget_ms"),
     ];
     for (line, key) in cases {
@@ -46,6 +55,26 @@ fn store_section_problems() {
         let error = Config::parse(&text, "test").unwrap_err().to_string();
         assert!(error.contains(key), "{line}: {error}");
     }
+}
+
+#[test]
+fn conversation_retention_bounds() {
+    for (days, expected) in [
+        (0, None),
+        (1, Some(crate::store::DAY_MS)),
+        (3650, Some(3650 * crate::store::DAY_MS)),
+    ] {
+        let text = format!("[store]\nconversation_retention_days = {days}\n");
+        let config = Config::parse(&text, "test").unwrap();
+        assert_eq!(config.store.conversation_retention_ms(), expected, "{days}");
+    }
+    let error = Config::parse("[store]\nconversation_retention_days = 3651\n", "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("between 0 (keep forever) and 3650"),
+        "{error}"
+    );
 }
 
 #[test]

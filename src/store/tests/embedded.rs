@@ -5,9 +5,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::suite;
-use crate::pseudonym::{random_id, IdKind};
-use crate::store::{EmbeddedStore, Lifetime, SessionStore, SessionTouch, StoreConfig, Variable};
+use super::suite::{self, Expiry};
+use crate::pseudonym::{random_id, time_ordered_id, IdKind};
+use crate::store::{
+    Conversation, EmbeddedStore, Lifetime, SessionStore, SessionTouch, StoreConfig, Swept,
+    Variable, DAY_MS,
+};
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -20,7 +23,18 @@ fn config() -> StoreConfig {
 async fn embedded_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), &config()).await.unwrap();
-    suite::run(Arc::new(store), "embedded").await;
+    suite::run(Arc::new(store), "embedded", Expiry::Sweep).await;
+}
+
+#[tokio::test]
+async fn embedded_keeps_conversations_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        conversation_retention_days: 0,
+        ..config()
+    };
+    let store = EmbeddedStore::open(dir.path(), &config).await.unwrap();
+    suite::conversations_kept_forever(&store).await;
 }
 
 fn touch(sessionid: &str, now: u64) -> SessionTouch<'_> {
@@ -322,4 +336,131 @@ async fn erase_unknown_skips_rewrite() {
     assert_eq!(store.purge_tenant("nobody").await.unwrap(), 0);
     let inode_after = std::fs::metadata(store.path()).unwrap().ino();
     assert_eq!(inode_before, inode_after, "file rewritten for nothing");
+}
+
+/// A conversation of the tenant "default" with the given id.
+fn conversation_record(conversationid: String, sessionid: &str, started: u64) -> Conversation {
+    Conversation {
+        conversationid,
+        ..suite::conversation(sessionid, "default", started)
+    }
+}
+
+/// Returns the number of rows in `table` of the database file at `path`.
+fn row_count(path: &Path, table: redb::TableDefinition<&[u8], &[u8]>) -> u64 {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let database = redb::Database::open(path).unwrap();
+    let txn = database.begin_read().unwrap();
+    txn.open_table(table).unwrap().len().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_in_chunks_without_rewrite() {
+    use crate::store::embedded::tables;
+    use redb::TableHandle;
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), &config()).await.unwrap());
+    let now = crate::store::now_ms();
+    // More than two chunks of 1000, so the sweep has to resume after a chunk.
+    const OLD: u64 = 2_100;
+    let sessionids: Vec<String> = (0..10)
+        .map(|_| format!("k1_{}", random_id(IdKind::Call)))
+        .collect();
+    let mut records = Vec::new();
+    for i in 0..OLD {
+        let started = now - 200 * DAY_MS + i * 1_000;
+        let id = time_ordered_id(IdKind::Conversation, started);
+        records.push(conversation_record(
+            id,
+            &sessionids[i as usize % 10],
+            started,
+        ));
+    }
+    let recent_started = now - 89 * DAY_MS;
+    let recent: Vec<Conversation> = (0..5)
+        .map(|i| {
+            let id = time_ordered_id(IdKind::Conversation, recent_started);
+            conversation_record(id, &sessionids[i], recent_started)
+        })
+        .collect();
+    records.extend(recent.iter().cloned());
+    // Concurrent starts, so the writer commits them in batches.
+    let mut tasks = Vec::new();
+    for record in records {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.start_conversation(record).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let inode_before = std::fs::metadata(store.path()).unwrap().ino();
+
+    let swept = store.sweep(now).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            variables: 0,
+            conversations: OLD,
+        }
+    );
+    for conversation in &recent {
+        let stored = store.conversation(&conversation.conversationid).await;
+        assert!(stored.unwrap().is_some(), "recent conversation kept");
+    }
+    let inode_after = std::fs::metadata(store.path()).unwrap().ino();
+    assert_eq!(inode_before, inode_after, "retention rewrote the file");
+
+    // The index rows went with the records.
+    let path = store.path().to_owned();
+    drop(store);
+    for table in [
+        tables::CONVERSATIONS,
+        tables::SESSION_CONVERSATIONS,
+        tables::TENANT_CONVERSATIONS,
+    ] {
+        assert_eq!(row_count(&path, table), 5, "rows left in {}", table.name());
+    }
+}
+
+#[tokio::test]
+async fn retention_checks_id_and_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), &config()).await.unwrap();
+    let now = crate::store::now_ms();
+    let long_ago = now - 200 * DAY_MS;
+    let sid = format!("k1_{}", random_id(IdKind::Call));
+    // An id that does not start with its start time, like the random ids of older releases.
+    let legacy = conversation_record(format!("cv{}", "f".repeat(32)), &sid, long_ago);
+    let timed = conversation_record(
+        time_ordered_id(IdKind::Conversation, long_ago),
+        &sid,
+        long_ago,
+    );
+    // An id in the scanned range whose record started recently: the record decides.
+    let restarted = conversation_record(time_ordered_id(IdKind::Conversation, long_ago), &sid, now);
+    for conversation in [&legacy, &timed, &restarted] {
+        store
+            .start_conversation(conversation.clone())
+            .await
+            .unwrap();
+    }
+
+    let swept = store.sweep(now).await.unwrap();
+    assert_eq!(swept.conversations, 1);
+    assert_eq!(
+        store.conversation(&timed.conversationid).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.conversation(&legacy.conversationid).await.unwrap(),
+        Some(legacy)
+    );
+    assert_eq!(
+        store.conversation(&restarted.conversationid).await.unwrap(),
+        Some(restarted)
+    );
 }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use super::redis_server::{self, Servers};
-use super::suite;
-use crate::pseudonym::{random_id, IdKind};
+use super::suite::{self, Expiry};
+use crate::pseudonym::{random_id, time_ordered_id, IdKind};
 use crate::store::{
     Conversation, Lifetime, RedisStore, SessionStore, SessionTouch, StoreBackend, StoreConfig,
-    Variable,
+    Variable, DAY_MS,
 };
 
 fn config(backend: StoreBackend, servers: &Servers) -> StoreConfig {
@@ -30,9 +30,8 @@ async fn redis_single_node_suite() {
         .await
         .map(Arc::new)
         .unwrap();
-    suite::run(store.clone(), "redis").await;
-    erase_leaves_no_keys(&store, &servers).await;
-    two_proxies_create_once(&config(StoreBackend::Redis, &servers)).await;
+    suite::run(store.clone(), "redis", Expiry::Native).await;
+    redis_only_cases(&store, &servers, StoreBackend::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,9 +44,70 @@ async fn redis_cluster_suite() {
         .await
         .map(Arc::new)
         .unwrap();
-    suite::run(store.clone(), "redis-cluster").await;
-    erase_leaves_no_keys(&store, &servers).await;
-    two_proxies_create_once(&config(StoreBackend::RedisCluster, &servers)).await;
+    suite::run(store.clone(), "redis-cluster", Expiry::Native).await;
+    redis_only_cases(&store, &servers, StoreBackend::RedisCluster).await;
+}
+
+/// Runs the cases that need a Redis server's view of keys and expiry times.
+async fn redis_only_cases(store: &RedisStore, servers: &Servers, backend: StoreBackend) {
+    erase_leaves_no_keys(store, servers).await;
+    two_proxies_create_once(&config(backend, servers)).await;
+    conversation_expiry_follows_start(store, servers).await;
+    let forever = StoreConfig {
+        conversation_retention_days: 0,
+        ..config(backend, servers)
+    };
+    let forever = RedisStore::connect(&forever).await.unwrap();
+    suite::conversations_kept_forever(&forever).await;
+}
+
+fn conversation_at(sessionid: &str, started: u64, anonymous: bool) -> Conversation {
+    Conversation {
+        anonymous,
+        ..suite::timed_conversation(sessionid, "expiry", started)
+    }
+}
+
+/// Checks that a conversation hash expires at its start plus the default 90 days, that answer,
+/// end and a repeated start keep that time, and that only an anonymous session's
+/// conversation set gets the same expiry.
+async fn conversation_expiry_follows_start(store: &RedisStore, servers: &Servers) {
+    let started = crate::store::now_ms() - DAY_MS;
+    let expected = (started + 90 * DAY_MS) as i64;
+    let sid = format!("k1_{}", random_id(IdKind::Call));
+    let c = conversation_at(&sid, started, false);
+    let key = format!("sipstamp:cv:{{{}}}", c.conversationid);
+    store.start_conversation(c.clone()).await.unwrap();
+    assert_eq!(servers.expire_time_ms(&key), expected, "after start");
+
+    store
+        .answer_conversation(&c.conversationid, started + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(servers.expire_time_ms(&key), expected, "after answer");
+    store
+        .end_conversation(&c.conversationid, started + 9_000, 200)
+        .await
+        .unwrap();
+    assert_eq!(servers.expire_time_ms(&key), expected, "after end");
+    store.start_conversation(c.clone()).await.unwrap();
+    assert_eq!(
+        servers.expire_time_ms(&key),
+        expected,
+        "after a repeated start"
+    );
+
+    let session_set = format!("sipstamp:{{{sid}}}:cv");
+    assert_eq!(servers.expire_time_ms(&session_set), -1, "session set kept");
+    let anonymous_sid = random_id(IdKind::AnonymousSession);
+    let anonymous = conversation_at(&anonymous_sid, started, true);
+    store.start_conversation(anonymous).await.unwrap();
+    let anonymous_set = format!("sipstamp:{{{anonymous_sid}}}:cv");
+    assert_eq!(
+        servers.expire_time_ms(&anonymous_set),
+        expected,
+        "anonymous session set"
+    );
 }
 
 /// Checks that two proxies, each with its own connection, touching one new sessionid at the
@@ -136,18 +196,37 @@ async fn erase_leaves_no_keys(store: &RedisStore, servers: &Servers) {
         .start_conversation(conversation.clone())
         .await
         .unwrap();
+    // Started more than 90 days ago, so Redis deletes the hash at once and only the index
+    // entries name it.
+    let expired = Conversation {
+        conversationid: time_ordered_id(IdKind::Conversation, now - 100 * DAY_MS),
+        started_at_ms: now - 100 * DAY_MS,
+        ..conversation.clone()
+    };
+    store.start_conversation(expired.clone()).await.unwrap();
     store.put_alias(&alias, &sid).await.unwrap();
 
     // The checks can fail: before erasure the data is there.
     assert!(!servers.keys_matching(&format!("*{sid}*")).is_empty());
     assert!(servers.any_value_contains(&secret));
+    assert_eq!(
+        store.conversation(&expired.conversationid).await.unwrap(),
+        None
+    );
+    assert!(servers.any_value_contains(&expired.conversationid));
 
     assert!(store.erase_session(&sid).await.unwrap());
     for id in [&sid, &alias, &conversation.conversationid] {
         let keys = servers.keys_matching(&format!("*{id}*"));
         assert!(keys.is_empty(), "keys left: {keys:?}");
     }
-    for needle in [&sid, &alias, &conversation.conversationid, &secret] {
+    for needle in [
+        &sid,
+        &alias,
+        &conversation.conversationid,
+        &expired.conversationid,
+        &secret,
+    ] {
         assert!(
             !servers.any_value_contains(needle),
             "a value still contains {needle}"

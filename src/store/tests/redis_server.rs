@@ -81,6 +81,20 @@ impl Servers {
         false
     }
 
+    /// Returns the absolute expiry of `key` in Unix milliseconds from the node that holds it:
+    /// -1 when the key has no expiry, -2 when no node holds it. Needs Redis 7.0 or later.
+    pub fn expire_time_ms(&self, key: &str) -> i64 {
+        for &port in &self.ports {
+            // Other cluster nodes reply with a MOVED error, which does not parse.
+            let reply = cli(port, &["pexpiretime", key]).expect("redis-cli runs");
+            match reply.trim().parse::<i64>() {
+                Ok(-2) | Err(_) => continue,
+                Ok(at) => return at,
+            }
+        }
+        -2
+    }
+
     /// Starts one standalone node.
     pub fn single() -> Self {
         let dir = tempfile::tempdir().unwrap();

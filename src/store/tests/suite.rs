@@ -3,13 +3,23 @@
 
 use std::sync::Arc;
 
-use crate::pseudonym::{random_id, IdKind};
+use crate::pseudonym::{random_id, time_ordered_id, IdKind};
 use crate::store::{
-    Conversation, Lifetime, SessionStore, SessionTouch, StoreError, Variable, DAY_MS,
+    Conversation, Lifetime, SessionStore, SessionTouch, StoreError, Swept, Variable, DAY_MS,
 };
 
-/// Runs every case against `store`, naming the backend and case in each failure.
-pub async fn run(store: Arc<dyn SessionStore>, backend: &str) {
+/// How a backend applies retention periods, which decides what `sweep` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// `sweep` deletes the expired records and counts them (embedded).
+    Sweep,
+    /// The backend expires records itself, and `sweep` returns zero counts (Redis).
+    Native,
+}
+
+/// Runs every case against `store`, naming the backend and case in each failure. The store
+/// must use the default retention periods.
+pub async fn run(store: Arc<dyn SessionStore>, backend: &str, expiry: Expiry) {
     println!("{backend}: ping");
     store.ping().await.expect("ping of a working store");
     println!("{backend}: touch");
@@ -30,6 +40,8 @@ pub async fn run(store: Arc<dyn SessionStore>, backend: &str) {
     purge_tenant_keeps_other_tenants(&*store).await;
     println!("{backend}: retention");
     retention_deletes_idle_session_variables(&*store).await;
+    println!("{backend}: conversation retention");
+    retention_deletes_old_conversations(&*store, expiry).await;
     println!("{backend}: invalid input");
     invalid_ids_rejected(&*store).await;
 }
@@ -62,7 +74,8 @@ fn variable(name: &str, value: &str, lifetime: Lifetime, at: u64) -> Variable {
     }
 }
 
-fn conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
+/// A conversation record with a random id, as releases before time-ordered ids created them.
+pub fn conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
     Conversation {
         conversationid: random_id(IdKind::Conversation),
         sessionid: sessionid.into(),
@@ -75,6 +88,14 @@ fn conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
         final_status: None,
         anonymous: false,
         identity_source: "pai".into(),
+    }
+}
+
+/// A conversation whose id starts with its start time, as the proxy creates them.
+pub fn timed_conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
+    Conversation {
+        conversationid: time_ordered_id(IdKind::Conversation, started),
+        ..conversation(sessionid, tenant, started)
     }
 }
 
@@ -347,6 +368,76 @@ async fn retention_deletes_idle_session_variables(store: &dyn SessionStore) {
         "session kept"
     );
     assert!(store.variable(&recent, "s").await.unwrap().is_some());
+}
+
+async fn retention_deletes_old_conversations(store: &dyn SessionStore, expiry: Expiry) {
+    // The store keeps conversations 90 days and session variables 30 days.
+    let now = crate::store::now_ms();
+    // Delete what earlier cases left due, so the counts below are this case's alone.
+    store.sweep(now).await.unwrap();
+
+    let (sid, tenant) = (sessionid(), tenant());
+    let long_ago = now - 100 * DAY_MS;
+    store
+        .touch_session(touch(&sid, &tenant, long_ago, false))
+        .await
+        .unwrap();
+    for name in ["s1", "s2"] {
+        store
+            .put_variable(&sid, variable(name, "x", Lifetime::Session, long_ago))
+            .await
+            .unwrap();
+    }
+    let old = timed_conversation(&sid, &tenant, now - 91 * DAY_MS);
+    let recent = timed_conversation(&sid, &tenant, now - 89 * DAY_MS);
+    store.start_conversation(old.clone()).await.unwrap();
+    store.start_conversation(recent.clone()).await.unwrap();
+    let started = recent.started_at_ms;
+    store
+        .answer_conversation(&recent.conversationid, started + 1_000)
+        .await
+        .unwrap();
+    store
+        .end_conversation(&recent.conversationid, started + 60_000, 200)
+        .await
+        .unwrap();
+
+    let swept = store.sweep(now).await.unwrap();
+    let expected = match expiry {
+        Expiry::Sweep => Swept {
+            variables: 2,
+            conversations: 1,
+        },
+        Expiry::Native => Swept::default(),
+    };
+    assert_eq!(swept, expected, "records counted by the sweep");
+    assert_eq!(
+        store.conversation(&old.conversationid).await.unwrap(),
+        None,
+        "conversation older than 90 days deleted"
+    );
+    let kept = store.conversation(&recent.conversationid).await.unwrap();
+    assert_eq!(
+        kept.and_then(|c| c.final_status),
+        Some(200),
+        "conversation younger than 90 days kept with its end"
+    );
+    assert!(store.session(&sid).await.unwrap().is_some(), "session kept");
+    assert_eq!(store.sweep(now).await.unwrap(), Swept::default());
+}
+
+/// Checks a store whose `conversation_retention_days` is 0: a conversation started more than
+/// ten years ago stays after a sweep.
+pub async fn conversations_kept_forever(store: &dyn SessionStore) {
+    let now = crate::store::now_ms();
+    let ancient = timed_conversation(&sessionid(), &tenant(), now - 4_000 * DAY_MS);
+    store.start_conversation(ancient.clone()).await.unwrap();
+    let swept = store.sweep(now).await.unwrap();
+    assert_eq!(swept.conversations, 0);
+    assert_eq!(
+        store.conversation(&ancient.conversationid).await.unwrap(),
+        Some(ancient)
+    );
 }
 
 async fn invalid_ids_rejected(store: &dyn SessionStore) {
