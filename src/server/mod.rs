@@ -105,7 +105,10 @@ async fn serve(
     }
 
     let store = store::open_store(&config.store, &config.data_dir).await?;
-    info!(backend = ?config.store.backend, "session store open");
+    info!(
+        backend = crate::telemetry::backend_label(config.store.backend),
+        "session store open"
+    );
     let sweeper = store::spawn_sweeper(Arc::clone(&store), Duration::from_secs(3600));
 
     let core = Arc::new(Core::new(&config, keys, TrustMap::from_config(&config)));

@@ -133,8 +133,8 @@ impl Listeners {
         let tcp = tcp_bound.map(|bound| bound.run(&sender)).transpose()?;
         let udp = udp::UdpWorkers::spawn(udp_sockets, handler, &sender)?;
         tracing::info!(
-            udp = ?udp.local_addrs(),
-            tcp = ?tcp.as_ref().map(|t| t.local_addrs().to_vec()),
+            udp = %address_list(&udp.local_addrs()),
+            tcp = %address_list(tcp.as_ref().map_or(&[], |t| t.local_addrs())),
             workers,
             "SIP listeners started"
         );
@@ -183,6 +183,15 @@ impl Drop for Listeners {
         self.sender.close();
         tracing::info!("SIP listeners stopping");
     }
+}
+
+/// Formats addresses for a log field: comma-separated, or `none`.
+fn address_list(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "none".into();
+    }
+    let text: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    text.join(",")
 }
 
 #[cfg(test)]

@@ -40,16 +40,9 @@ pub(super) struct Bound {
     local: Vec<SocketAddr>,
 }
 
+/// Binds every address, then builds the runtime that will serve them. The sockets come first
+/// because a runtime dropped on an error path inside the caller's async context would panic.
 pub(super) fn bind_all(addrs: &[SocketAddr], workers: usize) -> Result<Bound, TransportError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .thread_name("sip-tcp")
-        .enable_all()
-        .build()
-        .map_err(|source| TransportError::Start {
-            component: "TCP runtime",
-            source,
-        })?;
     let mut listeners = Vec::with_capacity(addrs.len());
     let mut local = Vec::with_capacity(addrs.len());
     for &addr in addrs {
@@ -61,6 +54,15 @@ pub(super) fn bind_all(addrs: &[SocketAddr], workers: usize) -> Result<Bound, Tr
         local.push(listener.local_addr().unwrap_or(addr));
         listeners.push(listener);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("sip-tcp")
+        .enable_all()
+        .build()
+        .map_err(|source| TransportError::Start {
+            component: "TCP runtime",
+            source,
+        })?;
     Ok(Bound {
         runtime,
         listeners,

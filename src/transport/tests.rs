@@ -572,3 +572,51 @@ fn outbound_limit_separate_from_accepted() {
         .expect_err("second outbound connection over the limit");
     assert_eq!(error.kind, SendErrorKind::ConnectionLimit);
 }
+
+/// Starts listeners on `udp` and `tcp` from inside a tokio runtime, as `sipstamp run` does,
+/// and returns the error text.
+fn start_error_in_runtime(udp: Vec<SocketAddr>, tcp: Vec<SocketAddr>) -> String {
+    let mut config = Config::load(None).expect("default config");
+    config.sip.udp = udp;
+    config.sip.tcp = tcp;
+    config.sip.workers = 2;
+    let (tx, _received) = mpsc::channel();
+    let handler = Arc::new(EchoHandler {
+        received: Mutex::new(tx),
+    });
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        match Listeners::start(&config, handler) {
+            Ok(_) => panic!("listeners started on an address in use"),
+            Err(error) => error.to_string(),
+        }
+    })
+}
+
+#[test]
+fn tcp_address_in_use_is_an_error_not_a_panic() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = start_error_in_runtime(Vec::new(), vec![addr]);
+    assert!(
+        error.contains(&format!("TCP listener on {addr}")),
+        "{error}"
+    );
+}
+
+#[test]
+fn udp_port_of_another_proxy_is_refused() {
+    // The first proxy's workers share their port through SO_REUSEPORT, which a second proxy
+    // with the same option could join.
+    let first = Harness::start(|_| {});
+    let addr = first.listeners().udp_addrs()[0];
+    let error = start_error_in_runtime(vec![addr], Vec::new());
+    assert!(
+        error.contains(&format!("UDP listener on {addr}")),
+        "{error}"
+    );
+    // The first proxy still receives what is sent to the port.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(OPTIONS, addr).unwrap();
+    assert_eq!(first.next_message().bytes, OPTIONS);
+}

@@ -56,6 +56,9 @@ pub(super) fn bind_all(
             addr,
             source,
         };
+        if addr.port() != 0 {
+            ensure_unshared(addr).map_err(bind_error)?;
+        }
         let first = bind_one(addr).map_err(bind_error)?;
         let local = first
             .local_addr()
@@ -69,6 +72,18 @@ pub(super) fn bind_all(
         out.push(BoundAddress { local, sockets });
     }
     Ok(out)
+}
+
+/// Fails with `AddrInUse` when another socket is bound to `addr`. The worker sockets set
+/// SO_REUSEPORT, which would let a second sipstamp of the same user join the port silently and
+/// take a share of the responses meant for the first. A socket without that option cannot
+/// join, so binding one and closing it again shows whether the port is free.
+fn ensure_unshared(addr: SocketAddr) -> std::io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<Socket> {
