@@ -137,6 +137,10 @@ pub struct CallsConfig {
     /// Seconds a call stays in the table after BYE or a failed final response, so that
     /// retransmissions and the ACK still get the same identifiers (64 x T1 = 32 s).
     pub grace_secs: u64,
+    /// Seconds a call stays in the table without a 2xx to its INVITE, like Timer C of
+    /// RFC 3261 (more than 3 minutes there), so INVITEs the upstream never answers do not hold
+    /// table slots until `max_age_secs`.
+    pub setup_timeout_secs: u64,
     /// Seconds after which a call is dropped from the table whatever its state.
     pub max_age_secs: u64,
 }
@@ -146,6 +150,7 @@ impl Default for CallsConfig {
         Self {
             max_active: 500_000,
             grace_secs: 32,
+            setup_timeout_secs: 200,
             max_age_secs: 4 * 3600,
         }
     }

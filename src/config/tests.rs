@@ -190,6 +190,23 @@ fn flood_defaults_and_validation() {
 }
 
 #[test]
+fn setup_timeout_bounded_by_max_age() {
+    let config = Config::parse("", "test").expect("valid");
+    assert_eq!(config.calls.setup_timeout_secs, 200);
+    for text in [
+        "[calls]\nsetup_timeout_secs = 0\n",
+        "[calls]\nsetup_timeout_secs = 601\nmax_age_secs = 600\n",
+    ] {
+        assert_eq!(
+            problem_keys(text),
+            vec!["calls.setup_timeout_secs".to_owned()],
+            "{text}"
+        );
+    }
+    assert!(problem_keys("[calls]\nsetup_timeout_secs = 600\nmax_age_secs = 600\n").is_empty());
+}
+
+#[test]
 fn type_error_keeps_other_problems() {
     let text = "[sip]\nworkers = \"four\"\n[headers]\ncallid = \"Via\"\n";
     let problems = match Config::parse(text, "test") {

@@ -104,6 +104,14 @@ impl Config {
         if self.calls.max_active == 0 {
             add("calls.max_active".into(), "must be at least 1");
         }
+        if self.calls.setup_timeout_secs == 0
+            || self.calls.setup_timeout_secs > self.calls.max_age_secs
+        {
+            add(
+                "calls.setup_timeout_secs".into(),
+                "must be between 1 and calls.max_age_secs",
+            );
+        }
         if self.calls.max_age_secs <= self.calls.grace_secs {
             add(
                 "calls.max_age_secs".into(),

@@ -140,20 +140,39 @@ pub struct CallTable {
     /// Active calls per sessionid, so a new call can tell whether others of its session run.
     per_session: DashMap<Arc<str>, usize>,
     active: AtomicUsize,
-    max_entries: usize,
-    grace: Duration,
-    max_age: Duration,
+    limits: CallLimits,
+}
+
+/// The size of the call table and how long each call stays in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    pub max_entries: usize,
+    /// Time an ended call stays, for retransmissions and the ACK.
+    pub grace: Duration,
+    /// Time a call may go without a 2xx to its INVITE, like Timer C of RFC 3261.
+    pub setup: Duration,
+    /// Time after which any call leaves.
+    pub max_age: Duration,
+}
+
+impl CallLimits {
+    pub fn from_config(config: &crate::config::CallsConfig) -> Self {
+        Self {
+            max_entries: config.max_active,
+            grace: Duration::from_secs(config.grace_secs),
+            setup: Duration::from_secs(config.setup_timeout_secs),
+            max_age: Duration::from_secs(config.max_age_secs),
+        }
+    }
 }
 
 impl CallTable {
-    pub fn new(max_entries: usize, grace: Duration, max_age: Duration) -> Self {
+    pub fn new(limits: CallLimits) -> Self {
         Self {
             calls: DashMap::new(),
             per_session: DashMap::new(),
             active: AtomicUsize::new(0),
-            max_entries,
-            grace,
-            max_age,
+            limits,
         }
     }
 
@@ -176,7 +195,7 @@ impl CallTable {
         key: &[u8],
         entry: CallEntry,
     ) -> Result<(Arc<CallEntry>, bool), InsertError> {
-        if self.calls.len() >= self.max_entries {
+        if self.calls.len() >= self.limits.max_entries {
             return Err(InsertError::Full);
         }
         let mut inserted = false;
@@ -276,14 +295,22 @@ impl CallTable {
         self.calls.len()
     }
 
-    /// Removes calls whose grace period has passed or that exceeded the maximum age.
-    /// Returns the number removed.
+    /// Removes calls whose grace period has passed, calls that went unanswered for the setup
+    /// time, and calls that exceeded the maximum age. Returns the number removed.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut removed = 0;
         self.calls.retain(|_, entry| {
             let expired = match entry.ended_at() {
-                Some(ended) => now.saturating_duration_since(ended) >= self.grace,
-                None => now.saturating_duration_since(entry.created) >= self.max_age,
+                Some(ended) => now.saturating_duration_since(ended) >= self.limits.grace,
+                None => {
+                    let age = now.saturating_duration_since(entry.created);
+                    let limit = if entry.answered.load(Ordering::Relaxed) {
+                        self.limits.max_age
+                    } else {
+                        self.limits.setup.min(self.limits.max_age)
+                    };
+                    age >= limit
+                }
             };
             if expired {
                 if !entry.is_ended() {
@@ -316,6 +343,17 @@ mod tests {
         }
     }
 
+    /// Creates a table of `max_entries` calls with a grace of 32 s, a setup time of 180 s and a
+    /// maximum age of one hour.
+    fn table(max_entries: usize) -> CallTable {
+        CallTable::new(CallLimits {
+            max_entries,
+            grace: Duration::from_secs(32),
+            setup: Duration::from_secs(180),
+            max_age: Duration::from_secs(3600),
+        })
+    }
+
     fn entry(sessionid: &str, now: Instant) -> CallEntry {
         CallEntry::new(
             ids(sessionid),
@@ -329,7 +367,7 @@ mod tests {
 
     #[test]
     fn insert_is_idempotent_per_key() {
-        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let table = table(10);
         let now = Instant::now();
         let (first, inserted) = table.insert(b"a\0t", entry("s1", now)).unwrap();
         assert!(inserted);
@@ -342,7 +380,7 @@ mod tests {
 
     #[test]
     fn full_table_rejects() {
-        let table = CallTable::new(1, Duration::from_secs(32), Duration::from_secs(3600));
+        let table = table(1);
         let now = Instant::now();
         table.insert(b"a", entry("s1", now)).unwrap();
         assert_eq!(
@@ -353,7 +391,7 @@ mod tests {
 
     #[test]
     fn ended_calls_leave_after_grace() {
-        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let table = table(10);
         let now = Instant::now();
         let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
         table.insert(b"b", entry("s1", now)).unwrap();
@@ -375,10 +413,27 @@ mod tests {
     }
 
     #[test]
-    fn max_age_removes_active_calls() {
-        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+    fn unanswered_calls_leave_after_setup_time() {
+        let table = table(10);
         let now = Instant::now();
-        table.insert(b"a", entry("s1", now)).unwrap();
+        table.insert(b"ringing", entry("s1", now)).unwrap();
+        let (answered, _) = table.insert(b"answered", entry("s1", now)).unwrap();
+        table.answer(&answered);
+        assert_eq!(table.sweep(now + Duration::from_secs(179)), 0);
+        assert_eq!(table.sweep(now + Duration::from_secs(180)), 1);
+        assert!(table.get(b"ringing").is_none());
+        assert!(table.get(b"answered").is_some());
+        assert_eq!(table.active(), 1);
+        assert_eq!(table.active_in_session("s1"), 1);
+    }
+
+    #[test]
+    fn max_age_removes_active_calls() {
+        let table = table(10);
+        let now = Instant::now();
+        let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
+        table.answer(&call);
+        assert_eq!(table.sweep(now + Duration::from_secs(3599)), 0);
         assert_eq!(table.sweep(now + Duration::from_secs(3601)), 1);
         assert_eq!(table.active(), 0);
         assert_eq!(table.active_in_session("s1"), 0);
@@ -387,7 +442,7 @@ mod tests {
 
     #[test]
     fn answer_once() {
-        let table = CallTable::new(10, Duration::from_secs(32), Duration::from_secs(3600));
+        let table = table(10);
         let now = Instant::now();
         let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
         assert_eq!(table.answer(&call), Transition::Answered);

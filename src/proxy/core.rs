@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 use sha2::{Digest, Sha256};
 
-use super::calls::{CallTable, Returning};
+use super::calls::{CallLimits, CallTable, Returning};
 use super::flood::FloodGuard;
 use super::local::Local;
 use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
@@ -134,11 +134,7 @@ impl Core {
                 config.sip.advertised_host.as_deref(),
                 branch_key,
             ),
-            calls: CallTable::new(
-                config.calls.max_active,
-                Duration::from_secs(config.calls.grace_secs),
-                Duration::from_secs(config.calls.max_age_secs),
-            ),
+            calls: CallTable::new(CallLimits::from_config(&config.calls)),
             draining: AtomicBool::new(false),
             flood: FloodGuard::new(&config.flood),
         }
