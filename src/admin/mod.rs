@@ -5,6 +5,7 @@
 //! Every session API route requires `Authorization: Bearer <token>`; the operations routes
 //! need none. Request bodies and callerids are never logged.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{delete, get, post};
@@ -22,6 +23,22 @@ pub use health::{
     STORE_PING_TIMEOUT,
 };
 pub use token::{load_or_create_admin_token, AdminToken, TokenError, TOKEN_FILE_NAME};
+
+/// A failure to bind the admin listener. The message names the address, so an operator can
+/// tell it from a SIP listener's bind failure.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind admin listener on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds the admin listener's TCP socket on `addr` (`[admin] listen`).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
 
 /// The reason a lookup returned no sessionids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

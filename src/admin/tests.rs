@@ -363,3 +363,17 @@ fn token_file_created_private_and_reused() {
     let error = load_or_create_admin_token(dir.path()).unwrap_err();
     assert!(matches!(error, TokenError::Permissions { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn bind_error_names_address() {
+    let occupied = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = occupied.local_addr().unwrap();
+    let error = bind(addr).await.unwrap_err();
+    assert_eq!(error.addr, addr);
+    assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("cannot bind admin listener on {addr}: ")),
+        "{message}"
+    );
+}

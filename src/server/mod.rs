@@ -197,7 +197,7 @@ async fn start_admin(
         lookup: Arc::new(lookup),
         token,
     }));
-    let listener = tokio::net::TcpListener::bind(config.admin.listen).await?;
+    let listener = admin::bind(config.admin.listen).await?;
     info!(addr = %listener.local_addr()?, "admin listener started");
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
