@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
@@ -72,7 +73,12 @@ pub struct AdminState {
     pub token: AdminToken,
 }
 
-/// Builds the session API routes under `/v1`, all behind bearer-token authentication.
+/// Maximum size of a request body that the session API reads, in bytes. A larger one gets 413.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Builds the session API routes under `/v1`, all behind bearer-token authentication. Every
+/// error response, also for an unknown path or method, is JSON `{"error": "..."}`, and an
+/// unknown path needs the token too, so that probing without it learns nothing.
 pub fn session_routes(state: AdminState) -> Router {
     let token = state.token.clone();
     Router::new()
@@ -92,7 +98,11 @@ pub fn session_routes(state: AdminState) -> Router {
             get(handlers::get_conversation),
         )
         .route("/v1/tenants/{tenant}", delete(handlers::purge_tenant))
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .fallback(handlers::unknown_path)
         .with_state(state)
+        .layer(axum::middleware::map_response(handlers::json_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,

@@ -377,3 +377,69 @@ async fn bind_error_names_address() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_returns_json_404() {
+    let api = start().await;
+    for path in ["/v1/nothing", "/v2/sessions/k1_x", "/"] {
+        let (status, error) = api.call("GET", path, None).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(error["error"], "no admin API route has this path", "{path}");
+    }
+    let (status, head, _) = api.exchange("GET", "/v1/nothing", None, None).await;
+    assert_eq!(status, 401, "an unknown path needs the token too: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_returns_json_405() {
+    let api = start().await;
+    let (status, error) = api.call("POST", "/v1/sessions/k1_x", Some("{}")).await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        error["error"],
+        "this route does not serve the request's method"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_returns_json_413() {
+    let api = start().await;
+    let sid = api.old_key.sessionid(CALLER);
+    api.create_session(&sid).await;
+    let body = "x".repeat(MAX_BODY_BYTES + 1);
+    let paths = [
+        ("PUT", format!("/v1/sessions/{sid}/variables/big")),
+        ("POST", "/v1/sessions/lookup".to_owned()),
+    ];
+    for (method, path) in paths {
+        let (status, error) = api.call(method, &path, Some(&body)).await;
+        assert_eq!(status, 413, "{method} {path}");
+        assert_eq!(
+            error["error"],
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extractor_rejection_returns_json() {
+    let api = start().await;
+    // A path segment that is not UTF-8 fails the path extractor, whose rejection is plain text.
+    let (status, head, text) = api
+        .exchange(
+            "GET",
+            "/v1/sessions/k1_%FF",
+            Some(&format!("Bearer {}", api.token)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(error["error"], "bad request");
+}
