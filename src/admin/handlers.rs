@@ -233,6 +233,9 @@ pub async fn purge_tenant(
 #[serde(deny_unknown_fields)]
 struct LookupBody {
     instance: String,
+    /// Trunk whose numbering plan applies to a national number. Unset means no trunk.
+    #[serde(default)]
+    trunk: Option<String>,
     callerid: String,
 }
 
@@ -253,11 +256,17 @@ pub async fn lookup(
 ) -> ApiResult<Json<serde_json::Value>> {
     let body = read_body(body)?;
     let body: LookupBody = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request("body must be JSON {\"instance\": string, \"callerid\": string}")
+        ApiError::bad_request(
+            "body must be JSON {\"instance\": string, \"callerid\": string, \"trunk\": optional string}",
+        )
     })?;
-    let sessionids = match state.lookup.sessionids(&body.instance, &body.callerid) {
+    let found = state
+        .lookup
+        .sessionids(&body.instance, body.trunk.as_deref(), &body.callerid);
+    let sessionids = match found {
         Ok(sessionids) => sessionids,
         Err(LookupError::UnknownInstance) => return Err(ApiError::not_found("instance")),
+        Err(LookupError::UnknownTrunk) => return Err(ApiError::not_found("trunk")),
         Err(LookupError::InvalidCallerid) => {
             return Err(ApiError::bad_request(
                 "callerid is not a valid phone number",

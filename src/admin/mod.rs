@@ -17,12 +17,14 @@ use crate::store::SessionStore;
 mod auth;
 mod handlers;
 mod health;
+mod lookup;
 mod token;
 
 pub use health::{
     ops_routes, OpsState, Readiness, ReadinessReport, StorePing, METRICS_CONTENT_TYPE,
     STORE_PING_TIMEOUT,
 };
+pub use lookup::CoreLookup;
 pub use token::{load_or_create_admin_token, AdminToken, TokenError, TOKEN_FILE_NAME};
 
 /// A failure to bind the admin listener. The message names the address, so an operator can
@@ -46,22 +48,35 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError
 pub enum LookupError {
     /// No release has this instance id.
     UnknownInstance,
+    /// No trunk has this id.
+    UnknownTrunk,
     /// The callerid is not a number that normalisation accepts.
     InvalidCallerid,
 }
 
 /// Maps a release's instance id and a callerid to the sessionids under every live key of that
-/// release (more than one during a key rotation). Implemented for matching closures.
+/// release (more than one during a key rotation). A trunk id selects the numbering plan for
+/// national numbers. Implemented for matching closures.
 pub trait SessionLookup: Send + Sync {
-    fn sessionids(&self, instance: &str, callerid: &str) -> Result<Vec<String>, LookupError>;
+    fn sessionids(
+        &self,
+        instance: &str,
+        trunk: Option<&str>,
+        callerid: &str,
+    ) -> Result<Vec<String>, LookupError>;
 }
 
 impl<F> SessionLookup for F
 where
-    F: Fn(&str, &str) -> Result<Vec<String>, LookupError> + Send + Sync,
+    F: Fn(&str, Option<&str>, &str) -> Result<Vec<String>, LookupError> + Send + Sync,
 {
-    fn sessionids(&self, instance: &str, callerid: &str) -> Result<Vec<String>, LookupError> {
-        self(instance, callerid)
+    fn sessionids(
+        &self,
+        instance: &str,
+        trunk: Option<&str>,
+        callerid: &str,
+    ) -> Result<Vec<String>, LookupError> {
+        self(instance, trunk, callerid)
     }
 }
 
