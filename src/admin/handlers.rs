@@ -1,14 +1,15 @@
 //! Handlers of the session API. Errors are JSON objects `{"error": "..."}`.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminState, LookupError};
+use super::{AdminState, LookupError, MAX_BODY_BYTES};
 use crate::store::{now_ms, Conversation, Lifetime, Session, StoreError, Variable};
 
 /// An error response.
@@ -64,6 +65,63 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Returns the JSON 404 for a path that no route of the admin API serves.
+pub async fn unknown_path() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no admin API route has this path".into(),
+    }
+}
+
+/// Returns the JSON 405 for a route that exists but does not serve the request's method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "this route does not serve the request's method".into(),
+    }
+}
+
+/// Turns a failure to read the request body into a JSON error. A body over
+/// [`MAX_BODY_BYTES`] gets 413, and the rejection's own text is not repeated.
+fn read_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            "cannot read the request body".to_owned()
+        };
+        ApiError { status, message }
+    })
+}
+
+/// Rewrites an error response that is not JSON yet, such as an extractor's plain-text
+/// rejection, into the documented `{"error": "..."}` shape, keeping its status. Responses
+/// built from [`ApiError`] pass unchanged.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = status
+        .canonical_reason()
+        .unwrap_or("request failed")
+        .to_ascii_lowercase();
+    // The parts keep the status and headers such as Allow, and only the body is replaced.
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "error": message }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
 #[derive(Serialize)]
 pub struct SessionView {
     session: Session,
@@ -118,8 +176,9 @@ struct VariableBody {
 pub async fn put_variable(
     State(state): State<AdminState>,
     Path((sessionid, name)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Variable>> {
+    let body = read_body(body)?;
     let body: VariableBody = serde_json::from_slice(&body).map_err(|_| {
         ApiError::bad_request(
             "body must be JSON {\"value\": string, \"lifetime\": \"session\" or \"user\"}",
@@ -174,6 +233,9 @@ pub async fn purge_tenant(
 #[serde(deny_unknown_fields)]
 struct LookupBody {
     instance: String,
+    /// Trunk whose numbering plan applies to a national number. Unset means no trunk.
+    #[serde(default)]
+    trunk: Option<String>,
     callerid: String,
 }
 
@@ -190,14 +252,21 @@ struct LookupMatch {
 /// that no error message can echo the callerid.
 pub async fn lookup(
     State(state): State<AdminState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let body = read_body(body)?;
     let body: LookupBody = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request("body must be JSON {\"instance\": string, \"callerid\": string}")
+        ApiError::bad_request(
+            "body must be JSON {\"instance\": string, \"callerid\": string, \"trunk\": optional string}",
+        )
     })?;
-    let sessionids = match state.lookup.sessionids(&body.instance, &body.callerid) {
+    let found = state
+        .lookup
+        .sessionids(&body.instance, body.trunk.as_deref(), &body.callerid);
+    let sessionids = match found {
         Ok(sessionids) => sessionids,
         Err(LookupError::UnknownInstance) => return Err(ApiError::not_found("instance")),
+        Err(LookupError::UnknownTrunk) => return Err(ApiError::not_found("trunk")),
         Err(LookupError::InvalidCallerid) => {
             return Err(ApiError::bad_request(
                 "callerid is not a valid phone number",

@@ -32,6 +32,12 @@ impl Drop for Api {
 }
 
 async fn start() -> Api {
+    start_with(None).await
+}
+
+/// Starts the API with `lookup`, or with a lookup over `old_key` and `new_key` that accepts
+/// only `+<digits>` callerids when it is `None`.
+async fn start_with(lookup: Option<Arc<dyn SessionLookup>>) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
         op_budget_ms: 5_000,
@@ -46,7 +52,7 @@ async fn start() -> Api {
     let old_key = ReleaseKey::derive(&tenant_key, "k1", INSTANCE).unwrap();
     let new_key = ReleaseKey::derive(&tenant_key, "k2", INSTANCE).unwrap();
     let keys = [new_key.clone(), old_key.clone()];
-    let lookup = move |instance: &str, callerid: &str| {
+    let default_lookup = move |instance: &str, _trunk: Option<&str>, callerid: &str| {
         if instance != INSTANCE {
             return Err(LookupError::UnknownInstance);
         }
@@ -57,7 +63,7 @@ async fn start() -> Api {
     };
     let router = session_routes(AdminState {
         store: store.clone(),
-        lookup: Arc::new(lookup),
+        lookup: lookup.unwrap_or_else(|| Arc::new(default_lookup)),
         token,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -362,4 +368,169 @@ fn token_file_created_private_and_reused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let error = load_or_create_admin_token(dir.path()).unwrap_err();
     assert!(matches!(error, TokenError::Permissions { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn bind_error_names_address() {
+    let occupied = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = occupied.local_addr().unwrap();
+    let error = bind(addr).await.unwrap_err();
+    assert_eq!(error.addr, addr);
+    assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("cannot bind admin listener on {addr}: ")),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_returns_json_404() {
+    let api = start().await;
+    for path in ["/v1/nothing", "/v2/sessions/k1_x", "/"] {
+        let (status, error) = api.call("GET", path, None).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(error["error"], "no admin API route has this path", "{path}");
+    }
+    let (status, head, _) = api.exchange("GET", "/v1/nothing", None, None).await;
+    assert_eq!(status, 401, "an unknown path needs the token too: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_returns_json_405() {
+    let api = start().await;
+    let (status, error) = api.call("POST", "/v1/sessions/k1_x", Some("{}")).await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        error["error"],
+        "this route does not serve the request's method"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_returns_json_413() {
+    let api = start().await;
+    let sid = api.old_key.sessionid(CALLER);
+    api.create_session(&sid).await;
+    let body = "x".repeat(MAX_BODY_BYTES + 1);
+    let paths = [
+        ("PUT", format!("/v1/sessions/{sid}/variables/big")),
+        ("POST", "/v1/sessions/lookup".to_owned()),
+    ];
+    for (method, path) in paths {
+        let (status, error) = api.call(method, &path, Some(&body)).await;
+        assert_eq!(status, 413, "{method} {path}");
+        assert_eq!(
+            error["error"],
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extractor_rejection_returns_json() {
+    let api = start().await;
+    // A path segment that is not UTF-8 fails the path extractor, whose rejection is plain text.
+    let (status, head, text) = api
+        .exchange(
+            "GET",
+            "/v1/sessions/k1_%FF",
+            Some(&format!("Bearer {}", api.token)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(error["error"], "bad request");
+}
+
+/// Builds the lookup of a running proxy whose configuration has trunk `de`, which reads
+/// national numbers with the German numbering plan.
+fn core_lookup() -> (CoreLookup, Arc<crate::proxy::Core>) {
+    use crate::config::Config;
+    use crate::pseudonym::{KeyRing, TenantKeys};
+
+    let text = format!(
+        "[[tenants]]\nname = \"acme\"\nkey_id = \"k1\"\n\n\
+         [[releases]]\ninstance_id = \"{INSTANCE}\"\ntenant = \"acme\"\n\n\
+         [[trunks]]\nid = \"de\"\nregion = \"DE\"\n"
+    );
+    let config = Config::parse(&text, "test").unwrap();
+    let tenant = TenantKeys {
+        current: zeroize::Zeroizing::new(vec![7u8; 32]),
+        previous: Vec::new(),
+    };
+    let tenants = std::collections::HashMap::from([("acme".to_owned(), tenant)]);
+    let keys = KeyRing::from_tenant_keys(&config, &tenants).unwrap();
+    let core = Arc::new(crate::proxy::Core::new(
+        &config,
+        keys,
+        crate::identity::TrustMap::from_config(&config),
+    ));
+    (CoreLookup::new(Arc::clone(&core)), core)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_trunk_selects_numbering_plan() {
+    let (lookup, core) = core_lookup();
+    let api = start_with(Some(Arc::new(lookup))).await;
+    let e164 = core
+        .keys()
+        .release_by_id(INSTANCE)
+        .unwrap()
+        .sessionid(CALLER);
+    api.create_session(&e164).await;
+
+    // The national form of CALLER, read with trunk de's plan, is the same caller.
+    let national = json!({"instance": INSTANCE, "trunk": "de", "callerid": "030 123456"});
+    let (status, found) = api
+        .call("POST", "/v1/sessions/lookup", Some(&national.to_string()))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["sessions"][0]["sessionid"], json!(e164));
+    assert_eq!(found["sessions"][0]["exists"], true);
+
+    // Without a trunk the national number is a local:...@untrusted caller, another sessionid.
+    let untrusted = json!({"instance": INSTANCE, "callerid": "030 123456"});
+    let (status, found) = api
+        .call("POST", "/v1/sessions/lookup", Some(&untrusted.to_string()))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_ne!(found["sessions"][0]["sessionid"], json!(e164));
+    assert_eq!(found["sessions"][0]["exists"], false);
+
+    // An E.164 number needs no trunk, and a trunk does not change it.
+    for body in [
+        json!({"instance": INSTANCE, "callerid": CALLER}),
+        json!({"instance": INSTANCE, "trunk": "de", "callerid": CALLER}),
+    ] {
+        let (status, found) = api
+            .call("POST", "/v1/sessions/lookup", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, 200, "{body}: {found}");
+        assert_eq!(found["sessions"][0]["sessionid"], json!(e164), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_unknown_trunk_returns_404() {
+    let (lookup, _core) = core_lookup();
+    let api = start_with(Some(Arc::new(lookup))).await;
+    let body = json!({"instance": INSTANCE, "trunk": "nope", "callerid": "030 123456"});
+    let (status, _, text) = api
+        .exchange(
+            "POST",
+            "/v1/sessions/lookup",
+            Some(&format!("Bearer {}", api.token)),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(text, r#"{"error":"trunk not found"}"#);
 }

@@ -46,6 +46,9 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
 }
 
+/// Maximum number of UDP worker threads that `sip.workers` accepts.
+pub const MAX_WORKERS: usize = 1024;
+
 /// SIP listeners and the upstream gateway.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,7 +63,8 @@ pub struct SipConfig {
     pub upstream_transport: UpstreamTransport,
     /// Host written into the proxy's Via and Record-Route; defaults to the listen address.
     pub advertised_host: Option<String>,
-    /// UDP worker threads, each with its own SO_REUSEPORT socket; 0 means one per core.
+    /// UDP worker threads, each with its own SO_REUSEPORT socket. 0 means one per core, and
+    /// the maximum is [`MAX_WORKERS`].
     pub workers: usize,
 }
 
@@ -346,9 +350,10 @@ pub struct ReleaseConfig {
 pub struct TrunkConfig {
     /// Stable, non-secret label; appears in `local:<digits>@<id>` callerids.
     pub id: String,
-    /// Source address ranges of the trunk's peers.
+    /// Source address ranges of the trunk's peers, as written (`ADDRESS/PREFIX`). They stay
+    /// text so that validation can name each bad entry. [`Self::trusted_networks`] parses them.
     #[serde(default)]
-    pub trusted_cidrs: Vec<ipnet::IpNet>,
+    pub trusted_cidrs: Vec<String>,
     /// Whether P-Asserted-Identity and Remote-Party-ID from these peers are used as callerid.
     #[serde(default = "enabled")]
     pub trusted_identity_headers: bool,
@@ -371,6 +376,16 @@ pub struct TrunkConfig {
     /// forwarding.
     #[serde(default = "enabled")]
     pub strip_identity_when_anonymous: bool,
+}
+
+impl TrunkConfig {
+    /// Returns the parsed `trusted_cidrs`. Validation rejects a configuration with an entry
+    /// that does not parse, so in a validated configuration none is left out.
+    pub fn trusted_networks(&self) -> impl Iterator<Item = ipnet::IpNet> + '_ {
+        self.trusted_cidrs
+            .iter()
+            .filter_map(|cidr| cidr.parse::<ipnet::IpNet>().ok())
+    }
 }
 
 fn enabled() -> bool {

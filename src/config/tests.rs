@@ -216,3 +216,100 @@ fn type_error_keeps_other_problems() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, vec!["sip", "headers.callid"]);
 }
+
+/// Returns the problems of a configuration text that must fail validation.
+fn problems_of(text: &str) -> Vec<Problem> {
+    match Config::parse(text, "test") {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_trusted_cidrs_named_with_index_and_value() {
+    let text = "[[trunks]]\nid = \"t\"\ntrusted_cidrs = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"garbage\", \"2001:db8::/129\", \"192.0.2.7\", \"nothing/24\"]\n";
+    let problems = problems_of(text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "trunks[0].trusted_cidrs[1]",
+            "trunks[0].trusted_cidrs[2]",
+            "trunks[0].trusted_cidrs[3]",
+            "trunks[0].trusted_cidrs[4]",
+            "trunks[0].trusted_cidrs[5]",
+        ]
+    );
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    assert!(messages[0].contains("\"10.0.0.0/33\""), "{messages:?}");
+    assert!(messages[0].contains("prefix length 33 is out of range for an IPv4 address (0 to 32)"));
+    assert!(messages[1].contains("\"garbage\" is not an IP address range"));
+    assert!(messages[2].contains("out of range for an IPv6 address (0 to 128)"));
+    assert!(messages[3].contains("has no prefix length"));
+    assert!(messages[4].contains("before '/' is not an IP address"));
+}
+
+#[test]
+fn trusted_cidrs_still_match_sources() {
+    let config = Config::parse(
+        "[[trunks]]\nid = \"t\"\ntrusted_cidrs = [\"192.0.2.9/24\", \"2001:db8::/32\"]\n",
+        "test",
+    )
+    .unwrap();
+    let networks: Vec<String> = config.trunks[0]
+        .trusted_networks()
+        .map(|n| n.trunc().to_string())
+        .collect();
+    assert_eq!(networks, ["192.0.2.0/24", "2001:db8::/32"]);
+}
+
+#[test]
+fn workers_bounded() {
+    for workers in [0, 1, MAX_WORKERS] {
+        let text = format!("[sip]\nworkers = {workers}\n");
+        assert_eq!(problem_keys(&text), Vec::<String>::new(), "{workers}");
+    }
+    for workers in [MAX_WORKERS + 1, 100_000] {
+        let text = format!("[sip]\nworkers = {workers}\n");
+        assert_eq!(problem_keys(&text), ["sip.workers"], "{workers}");
+    }
+}
+
+#[test]
+fn empty_data_dir_rejected() {
+    assert_eq!(problem_keys("data_dir = \"\"\n"), ["data_dir"]);
+    assert_eq!(problem_keys("data_dir = \"data\"\n"), Vec::<String>::new());
+}
+
+#[test]
+fn admin_listen_must_not_overlap_sip_tcp() {
+    let overlapping = [
+        ("127.0.0.1:5060", "[\"127.0.0.1:5060\"]"),
+        ("0.0.0.0:5060", "[\"127.0.0.1:5060\"]"),
+        ("127.0.0.1:5060", "[\"0.0.0.0:5060\"]"),
+        ("[::]:5060", "[\"127.0.0.1:5060\"]"),
+        ("127.0.0.1:5070", "[\"127.0.0.1:5060\", \"[::]:5070\"]"),
+    ];
+    for (admin, tcp) in overlapping {
+        let text = format!("[sip]\ntcp = {tcp}\n[admin]\nlisten = \"{admin}\"\n");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{admin} {tcp}: {problems:?}");
+        assert_eq!(problems[0].key, "admin.listen");
+        assert!(
+            problems[0].message.contains("SIP TCP listener"),
+            "{problems:?}"
+        );
+    }
+    let separate = [
+        ("127.0.0.1:9090", "[\"127.0.0.1:5060\"]"),
+        ("127.0.0.2:5060", "[\"127.0.0.1:5060\"]"),
+        ("0.0.0.0:5060", "[\"[::1]:5060\"]"),
+        ("127.0.0.1:0", "[\"127.0.0.1:0\"]"),
+    ];
+    for (admin, tcp) in separate {
+        // A UDP listener on the admin port does not conflict with the admin TCP listener.
+        let text =
+            format!("[sip]\ntcp = {tcp}\nudp = [\"{admin}\"]\n[admin]\nlisten = \"{admin}\"\n");
+        assert_eq!(problem_keys(&text), Vec::<String>::new(), "{admin} {tcp}");
+    }
+}

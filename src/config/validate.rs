@@ -2,9 +2,10 @@
 //! an operator sees them all at once.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use super::{Config, TrunkConfig};
+use super::{Config, TrunkConfig, MAX_WORKERS};
 
 /// Longest drain accepted, so a typo cannot keep a stopping process alive for weeks.
 const MAX_DRAIN_TIMEOUT_SECS: u64 = 86_400;
@@ -33,6 +34,13 @@ impl Config {
             })
         };
 
+        if self.data_dir.as_os_str().is_empty() {
+            add(
+                "data_dir".into(),
+                "must not be empty; leave it out for the default \"./data\"",
+            );
+        }
+
         if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
             add("sip.udp".into(), "no listener: set sip.udp or sip.tcp");
         }
@@ -45,6 +53,12 @@ impl Config {
         if self.sip.upstream.port() == 0 {
             add("sip.upstream".into(), "port 0 is not a valid upstream port");
         }
+        if self.sip.workers > MAX_WORKERS {
+            add(
+                "sip.workers".into(),
+                &format!("must be at most {MAX_WORKERS} (0 means one per CPU core)"),
+            );
+        }
         if let Some(host) = &self.sip.advertised_host {
             if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b == b';') {
                 add(
@@ -52,6 +66,21 @@ impl Config {
                     "must be a host name or IP address",
                 );
             }
+        }
+
+        if let Some((i, tcp)) = self
+            .sip
+            .tcp
+            .iter()
+            .enumerate()
+            .find(|(_, tcp)| tcp_addresses_overlap(self.admin.listen, **tcp))
+        {
+            add(
+                "admin.listen".into(),
+                &format!(
+                    "overlaps the SIP TCP listener {tcp} (sip.tcp[{i}]); give the admin listener a port of its own"
+                ),
+            );
         }
 
         let limits = &self.limits;
@@ -243,6 +272,11 @@ impl Config {
             } else if !trunks.insert(trunk.id.as_str()) {
                 add(format!("trunks[{i}].id"), "is defined twice");
             }
+            for (j, cidr) in trunk.trusted_cidrs.iter().enumerate() {
+                if let Some(message) = cidr_problem(cidr) {
+                    add(format!("trunks[{i}].trusted_cidrs[{j}]"), &message);
+                }
+            }
             for problem in trunk_numbering_problems(trunk) {
                 add(format!("trunks[{i}].{}", problem.0), problem.1);
             }
@@ -260,6 +294,59 @@ impl Config {
         out.extend(self.store.problems());
         out
     }
+}
+
+/// Returns whether two TCP listen addresses cannot both be bound. That is the case for the same
+/// port with the same address or a wildcard address that covers the other. `[::]` covers IPv4
+/// too, because Linux binds it dual-stack by default. Port 0 picks a free port, so it never
+/// overlaps.
+fn tcp_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wild: IpAddr, other: IpAddr| {
+        wild.is_unspecified() && (wild.is_ipv6() || wild.is_ipv4() == other.is_ipv4())
+    };
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
+/// Maximum number of characters of a bad `trusted_cidrs` entry repeated in its problem message.
+const MAX_SHOWN_CIDR_CHARS: usize = 64;
+
+/// Checks one `trusted_cidrs` entry and returns the problem, which quotes the entry. A CIDR is
+/// not personal data, so it may be repeated, but a very long entry is cut short.
+fn cidr_problem(cidr: &str) -> Option<String> {
+    if cidr.parse::<ipnet::IpNet>().is_ok() {
+        return None;
+    }
+    let quoted: String = cidr.chars().take(MAX_SHOWN_CIDR_CHARS).collect();
+    let quoted = if quoted.len() < cidr.len() {
+        format!("{quoted:?}...")
+    } else {
+        format!("{quoted:?}")
+    };
+    let message = match cidr.split_once('/') {
+        None if cidr.parse::<IpAddr>().is_ok() => format!(
+            "{quoted} has no prefix length; write ADDRESS/PREFIX, for example \"{cidr}/32\" for one IPv4 address"
+        ),
+        Some((address, prefix)) => match address.parse::<IpAddr>() {
+            Ok(ip) => {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                if prefix.bytes().all(|b| b.is_ascii_digit()) && !prefix.is_empty() {
+                    format!("{quoted}: prefix length {prefix} is out of range for an {family} address (0 to {max})")
+                } else {
+                    format!("{quoted}: prefix length must be a number from 0 to {max}")
+                }
+            }
+            Err(_) => format!(
+                "{quoted}: the part before '/' is not an IP address; write ADDRESS/PREFIX, for example \"192.0.2.0/24\""
+            ),
+        },
+        None => format!(
+            "{quoted} is not an IP address range; write ADDRESS/PREFIX, for example \"192.0.2.0/24\""
+        ),
+    };
+    Some(message)
 }
 
 fn is_key_id(key_id: &str) -> bool {

@@ -158,7 +158,7 @@ impl TrustMap {
             .trunks
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| t.trusted_cidrs.iter().map(move |net| (net.trunc(), i)))
+            .flat_map(|(i, t)| t.trusted_networks().map(move |net| (net.trunc(), i)))
             .collect();
         Self {
             trunks,

@@ -259,6 +259,11 @@ impl Core {
     pub fn keys(&self) -> Arc<KeyRing> {
         Arc::clone(&self.settings.load().keys)
     }
+
+    /// Returns a copy of the settings of the trunk with this id in the current settings.
+    pub fn trunk_policy(&self, id: &str) -> Option<crate::identity::TrunkPolicy> {
+        self.settings.load().trust.by_id(id).cloned()
+    }
 }
 
 impl View<'_> {

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
-use crate::admin::{self, AdminState, LookupError, OpsState, Readiness};
+use crate::admin::{self, AdminState, OpsState, Readiness};
 use crate::cli::LogFormatArg;
 use crate::config::Config;
 use crate::identity::TrustMap;
@@ -187,20 +187,12 @@ async fn start_admin(
         None => admin::load_or_create_admin_token(&config.data_dir)?,
     };
     info!(token_file = %token_path.display(), "admin API token file");
-    let lookup = move |instance: &str, callerid: &str| -> Result<Vec<String>, LookupError> {
-        let keys = core.keys();
-        let release = keys
-            .release_by_id(instance)
-            .ok_or(LookupError::UnknownInstance)?;
-        let canonical = canonical_callerid(callerid)?;
-        Ok(release.sessionids_all_keys(&canonical))
-    };
     let router = admin::ops_routes(ops).merge(admin::session_routes(AdminState {
         store,
-        lookup: Arc::new(lookup),
+        lookup: Arc::new(admin::CoreLookup::new(core)),
         token,
     }));
-    let listener = tokio::net::TcpListener::bind(config.admin.listen).await?;
+    let listener = admin::bind(config.admin.listen).await?;
     info!(addr = %listener.local_addr()?, "admin listener started");
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
@@ -228,17 +220,6 @@ fn scrape_sources(core: Arc<Core>, stats: Arc<OnceLock<Arc<TransportStats>>>) ->
             })
         }),
     }
-}
-
-/// Canonicalises a callerid given to the lookup API: canonical forms pass as they are, other
-/// numbers are normalised as if sent by an untrusted peer.
-fn canonical_callerid(callerid: &str) -> Result<String, LookupError> {
-    let trimmed = callerid.trim();
-    if trimmed.starts_with("sip:") || trimmed.starts_with("local:") {
-        return Ok(trimmed.to_owned());
-    }
-    let policy = crate::identity::TrunkPolicy::default();
-    crate::identity::normalise_number(trimmed, &policy).map_err(|_| LookupError::InvalidCallerid)
 }
 
 /// Connects the transports to the core and the store.
