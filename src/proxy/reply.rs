@@ -35,7 +35,21 @@ pub fn write_reply(
     out.push(b' ');
     out.extend_from_slice(spec.phrase.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The response copies only the first of repeated single-valued headers, so
+    // it scans even when the request repeated one.
+    let mut copied = 0u8;
     for header in headers {
+        let bit = match header.name {
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 4,
+            HeaderName::CSeq => 8,
+            _ => 0,
+        };
+        if copied & bit != 0 {
+            continue;
+        }
+        copied |= bit;
         match header.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                 push_line(out, &buf[header.line.clone()]);

@@ -486,6 +486,65 @@ fn bad_requests_get_the_rfc_status() {
     }
 }
 
+/// RFC 3261 section 7.3 allows a header more than once only when its value is a list, and
+/// RFC 4475 section 3.1.2.19 expects a request with repeated single-valued headers to get 400.
+#[test]
+fn repeated_single_valued_header_gets_400() {
+    let cases = [
+        (
+            "From: \"Max\"",
+            "f: <sip:+4930555999@edge.example>;tag=f2\r\nFrom: \"Max\"",
+        ),
+        ("To: <sip:", "To: <sip:+4930555001@127.0.0.1>\r\nTo: <sip:"),
+        (
+            "Call-ID: call-1@edge\r\n",
+            "Call-ID: call-1@edge\r\ni: other@edge\r\n",
+        ),
+        ("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nCSeq: 2 INVITE\r\n"),
+        (
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nMax-Forwards: 69\r\n",
+        ),
+        ("Content-Length: 8\r\n", "l: 7\r\nContent-Length: 8\r\n"),
+    ];
+    for (from, to) in cases {
+        let message = INVITE.replacen(from, to, 1);
+        assert_ne!(message, INVITE, "{from}");
+        let mut h = Harness::new(core());
+        let outcome = h.send(EDGE, Transport::Udp, message.as_bytes());
+        expect_reply(outcome, 400);
+        let out = h.out();
+        // The 400 response scans, so it carries each copied single-valued header once.
+        crate::fuzzing::check_reply(out.as_bytes(), 400);
+        for (name, compact) in [("From", "f"), ("To", "t"), ("Call-ID", "i"), ("CSeq", "")] {
+            let count = header_values(&out, name).len() + header_values(&out, compact).len();
+            assert_eq!(count, 1, "{name} in {out}");
+        }
+    }
+}
+
+#[test]
+fn response_with_repeated_header_dropped() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+    let own_via = header_values(&out, "Via")[0].to_owned();
+    let response = format!(
+        "SIP/2.0 200 OK\r\nVia: {own_via}\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
+From: <sip:+4930555111@edge.example>;tag=f1\r\nTo: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nt: <sip:+4930555000@127.0.0.1:5090>;tag=u2\r\n\
+Call-ID: call-1@edge\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Drop {
+                reason: DropReason::BadResponse
+            }
+        ),
+        "{outcome:?}"
+    );
+}
+
 #[test]
 fn proxy_require_lists_unsupported() {
     let mut h = Harness::new(core());
