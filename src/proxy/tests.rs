@@ -160,6 +160,107 @@ fn invite_gets_via_record_route_and_stamps() {
     assert_eq!(header_values(&out, "X-Conversationid").len(), 1);
 }
 
+/// Returns the top Via of the received request as the proxy forwards it for `top_via`.
+fn forwarded_top_via(top_via: &str) -> String {
+    let mut h = Harness::new(core());
+    let invite = INVITE.replace(
+        "Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport\r\n",
+        &format!("Via: {top_via}\r\n"),
+    );
+    assert_ne!(invite, INVITE);
+    let outcome = h.send_and_finish(EDGE, invite.as_bytes(), Returning::No);
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    header_values(&h.out(), "Via")[1].to_owned()
+}
+
+/// The proxy sets rport to the source port whatever value the client gave (RFC 3581 section
+/// 4), and writes the source address into one received parameter (RFC 3261 section 18.2.1).
+#[test]
+fn received_and_rport_replace_client_values() {
+    let cases = [
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=1",
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=1;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=5070;branch=z9hG4bK-inv1;received=192.0.2.10",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;received=10.9.9.9;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;received=192.0.2.10;branch=z9hG4bK-inv1",
+        ),
+        (
+            "SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=10.9.9.9;RPORT=1",
+            "SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=192.0.2.10;rport=5070",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;rport;received=10.9.9.9;rport=2;received=10.8.8.8;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=5070;received=192.0.2.10;branch=z9hG4bK-inv1",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1",
+        ),
+    ];
+    for (received, expected) in cases {
+        let forwarded = forwarded_top_via(received);
+        assert_eq!(forwarded, expected, "for {received}");
+        assert!(forwarded.matches(";received=").count() <= 1, "{forwarded}");
+        assert!(forwarded.matches(";rport").count() <= 1, "{forwarded}");
+    }
+}
+
+/// RFC 3261 sections 8.2.6.2 and 18.2.1: the proxy's own responses carry the received and
+/// rport parameters the forwarded request would carry, and still go to the source address.
+#[test]
+fn proxy_reply_sets_received_and_rport() {
+    let mut h = Harness::new(core());
+    let invite = INVITE
+        .replace(";rport\r\n", ";rport=1;received=10.9.9.9\r\n")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    match h.send("192.0.2.10:41000", Transport::Udp, invite.as_bytes()) {
+        Outcome::Reply { status, dest, .. } => {
+            assert_eq!(status, 483);
+            assert_eq!(dest, "192.0.2.10:41000".parse::<SocketAddr>().unwrap());
+        }
+        other => panic!("expected a 483, got {other:?}"),
+    }
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=41000;received=192.0.2.10"]
+    );
+
+    // Without rport the response goes to the sent-by port, and received is added only when
+    // the sent-by host is not the source address.
+    let plain = invite.replace(";rport=1;received=10.9.9.9", "");
+    match h.send("192.0.2.10:41000", Transport::Udp, plain.as_bytes()) {
+        Outcome::Reply { dest, .. } => {
+            assert_eq!(dest, "192.0.2.10:5070".parse::<SocketAddr>().unwrap());
+        }
+        other => panic!("expected a 483, got {other:?}"),
+    }
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1"]
+    );
+    let named = plain.replace("UDP 192.0.2.10:5070", "UDP edge.example:5070");
+    h.send("192.0.2.10:41000", Transport::Udp, named.as_bytes());
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=192.0.2.10"]
+    );
+
+    // A request that fails to scan gets the same parameters in its 505.
+    let version = invite.replace(" SIP/2.0\r\nVia", " SIP/3.0\r\nVia");
+    h.send("192.0.2.10:41000", Transport::Udp, version.as_bytes());
+    assert!(h.out().starts_with("SIP/2.0 505 "), "{}", h.out());
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=41000;received=192.0.2.10"]
+    );
+}
+
 #[test]
 fn unowned_headers_and_body_pass_byte_for_byte() {
     let mut h = Harness::new(core());
