@@ -369,6 +369,26 @@ fn via_values<'a>(msg: &Message<'a>) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// Checks that a Via value has at most one `received` and one `rport` parameter, which the
+/// proxy sets for the sender (RFC 3581).
+fn check_received_rport_once(value: &[u8], label: &str) {
+    for name in [&b"received"[..], b"rport"] {
+        let count = value
+            .split(|b| *b == b';')
+            .skip(1)
+            .filter(|param| {
+                let key = param.split(|b| *b == b'=').next().unwrap_or_default();
+                crate::message::value::trim_slice(key).eq_ignore_ascii_case(name)
+            })
+            .count();
+        assert!(
+            count <= 1,
+            "{label} has {count} {} parameters",
+            String::from_utf8_lossy(name)
+        );
+    }
+}
+
 fn is_own_via(value: &[u8]) -> bool {
     crate::message::Via::parse(value)
         .and_then(|via| via.branch())
@@ -434,6 +454,7 @@ pub fn check_forwarded(input: &[u8], out: &[u8], direction: Direction) {
                 "received top Via changed"
             );
             assert_eq!(&out_vias[2..], &in_vias[1..], "received Vias changed");
+            check_received_rport_once(out_vias[1], "forwarded request's received top Via");
         }
         StartLine::Response { .. } => {
             assert!(
@@ -489,8 +510,11 @@ pub fn check_reply(out: &[u8], status: u16) {
         StartLine::Response { status },
         "generated response has another status"
     );
-    assert!(
-        headers.iter().any(|h| h.name == HeaderName::Via),
-        "generated response has no Via"
-    );
+    let top_via = headers.iter().find(|h| h.name == HeaderName::Via);
+    let Some(top_via) = top_via else {
+        panic!("generated response has no Via");
+    };
+    let value = &out[top_via.value.clone()];
+    let first = &value[..crate::message::value::first_element_end(value)];
+    check_received_rport_once(first, "generated response's top Via");
 }

@@ -1,7 +1,8 @@
 //! Torture messages in the categories of RFC 4475 and RFC 5118, each with its expected outcome
-//! in `tests/torture/expected.toml`. One test runs every case through the proxy core, one runs
-//! a subset through `sipstamp inspect`, and one sends every case to the running proxy over UDP
-//! and TCP with a raw UDP socket as the upstream.
+//! in `tests/torture/expected.toml`. One test runs every case through the proxy core, two run
+//! a subset through `sipstamp inspect` (one file per case, then several cases in one file), and
+//! one sends every case to the running proxy over UDP and TCP with a raw UDP socket as the
+//! upstream.
 
 mod support;
 
@@ -158,6 +159,55 @@ fn torture_subset_through_inspect() {
             "{file}: {line}"
         );
     }
+}
+
+/// A message that fails to scan has no length to trust, and `inspect` must still reach the
+/// messages after it in the same file.
+#[test]
+fn inspect_continues_after_failed_message() {
+    let dir = tempfile::tempdir().expect("create a temporary folder");
+    let file = dir.path().join("messages.sip");
+    let mut bytes = Vec::new();
+    for name in [
+        "invalid-version.sip",
+        "valid-ws-folding.sip",
+        "invalid-multiple-from.sip",
+        "invalid-zero-max-forwards.sip",
+    ] {
+        bytes.extend(std::fs::read(torture_dir().join(name)).expect("read a torture file"));
+    }
+    std::fs::write(&file, &bytes).expect("write the message file");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sipstamp"))
+        .args(["inspect", "--source", EDGE])
+        .arg(&file)
+        .output()
+        .expect("run sipstamp inspect");
+    assert!(output.status.success(), "inspect failed");
+    let stdout = String::from_utf8(output.stdout).expect("inspect prints UTF-8");
+
+    let verdicts: Vec<(String, Option<u64>)> = stdout
+        .lines()
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).expect("inspect prints JSON");
+            (
+                json["verdict"].as_str().unwrap_or_default().to_owned(),
+                json["status"].as_u64(),
+            )
+        })
+        .collect();
+
+    let expected = [
+        ("reject", Some(505)),
+        ("forward", None),
+        ("reject", Some(400)),
+        ("reject", Some(483)),
+    ];
+    let expected: Vec<(String, Option<u64>)> = expected
+        .iter()
+        .map(|(v, s)| ((*v).to_owned(), *s))
+        .collect();
+    assert_eq!(verdicts, expected, "{stdout}");
 }
 
 /// Replaces the file's addresses with the test's ports. Bodies hold none of these strings.

@@ -88,7 +88,9 @@ pub fn run(
 }
 
 /// Takes the next message off `rest`: leading blank lines skipped, framed by Content-Length
-/// when present, else the remainder of the file.
+/// when present, else the remainder of the file. A message that fails to scan, and so has no
+/// trusted length, runs up to the next start line that follows an empty line (see
+/// [`next_start_line`]), so the messages after it are still inspected.
 fn next_message<'a>(
     rest: &mut &'a [u8],
     limits: &ScanLimits,
@@ -98,10 +100,45 @@ fn next_message<'a>(
     let buf = &rest[start..];
     let len = match scan(buf, limits, headers) {
         Ok(scanned) if scanned.content_length.is_some() => scanned.body.end,
-        _ => buf.len(),
+        Ok(_) => buf.len(),
+        Err(_) => next_start_line(buf).unwrap_or(buf.len()),
     };
     *rest = &buf[len..];
     Some(&buf[..len])
+}
+
+/// Returns the offset of the next line after the first line of `buf` that follows an empty
+/// line and looks like a start line (`SIP/...` or `METHOD URI SIP/...`).
+fn next_start_line(buf: &[u8]) -> Option<usize> {
+    let mut pos = memchr::memchr(b'\n', buf)? + 1;
+    let mut after_empty = false;
+    while pos < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i);
+        let line = buf[pos..end].strip_suffix(b"\r").unwrap_or(&buf[pos..end]);
+        if line.is_empty() {
+            after_empty = true;
+        } else if after_empty && looks_like_start_line(line) {
+            return Some(pos);
+        } else {
+            after_empty = false;
+        }
+        pos = end + 1;
+    }
+    None
+}
+
+fn looks_like_start_line(line: &[u8]) -> bool {
+    if line.starts_with(b"SIP/") {
+        return true;
+    }
+    let mut parts = line.split(|b| *b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let version = parts.next_back().unwrap_or_default();
+    !method.is_empty()
+        && method
+            .iter()
+            .all(|b| crate::message::scan::is_token_byte(*b))
+        && version.starts_with(b"SIP/")
 }
 
 fn describe(
@@ -164,4 +201,58 @@ fn temporary_keys(config: &Config) -> KeyRing {
         );
     }
     KeyRing::from_tenant_keys(config, &keys).expect("every release names a configured tenant")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ScanLimits = ScanLimits {
+        max_message_bytes: usize::MAX,
+        max_body_bytes: usize::MAX,
+        max_headers: 64,
+        max_header_bytes: 4_096,
+    };
+
+    const GOOD: &str = "INVITE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK2\r\nCall-ID: good\r\nContent-Length: 4\r\n\r\nbody";
+
+    fn messages(file: &str) -> Vec<String> {
+        let mut rest = file.as_bytes();
+        let mut headers = Vec::new();
+        let mut out = Vec::new();
+        while let Some(message) = next_message(&mut rest, &LIMITS, &mut headers) {
+            out.push(String::from_utf8(message.to_vec()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn next_message_after_scan_failure() {
+        let bad = "INVITE sip:bob@192.0.2.2 SIP/3.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCall-ID: bad\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(messages(&format!("{bad}{GOOD}")), vec![bad, GOOD]);
+        // Empty lines before the next start line stay with the message that failed.
+        let padded = format!("{bad}\r\n\r\n");
+        assert_eq!(
+            messages(&format!("{padded}{GOOD}")),
+            vec![padded.as_str(), GOOD]
+        );
+    }
+
+    #[test]
+    fn next_message_skips_body_of_failed_message() {
+        // The first message repeats Call-ID, so it does not scan. Its body has an empty line
+        // and text that is not a start line, and stays with it.
+        let bad = "INVITE sip:bob@192.0.2.2 SIP/2.0\r\nCall-ID: a\r\ni: b\r\n\r\nv=0\r\n\r\nnot a start line\r\n\r\n";
+        let response = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            messages(&format!("{bad}{GOOD}{response}")),
+            vec![bad, GOOD, response]
+        );
+    }
+
+    #[test]
+    fn next_message_failed_last_takes_rest() {
+        let bad = "INVITE sip:bob@192.0.2.2 SIP/3.0\r\nCall-ID: bad\r\n\r\ntrailing bytes";
+        assert_eq!(messages(&format!("{GOOD}\r\n{bad}")), vec![GOOD, bad]);
+    }
 }

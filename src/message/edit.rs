@@ -50,10 +50,16 @@ impl Editor {
 
     /// Returns a writer for text assembled piece by piece, inserted at `at` when dropped.
     pub fn insert_with(&mut self, at: usize) -> InsertWriter<'_> {
+        self.replace_with(at..at)
+    }
+
+    /// Returns a writer for text assembled piece by piece, which replaces `range` of the
+    /// original message when dropped.
+    pub fn replace_with(&mut self, range: Range<usize>) -> InsertWriter<'_> {
         let start = self.arena.len();
         InsertWriter {
             editor: self,
-            at,
+            range,
             start,
         }
     }
@@ -80,10 +86,11 @@ impl Editor {
     }
 }
 
-/// Text being assembled for one insertion; see [`Editor::insert_with`].
+/// Text being assembled for one insertion or replacement; see [`Editor::insert_with`] and
+/// [`Editor::replace_with`].
 pub struct InsertWriter<'a> {
     editor: &'a mut Editor,
-    at: usize,
+    range: Range<usize>,
     start: usize,
 }
 
@@ -104,7 +111,7 @@ impl Drop for InsertWriter<'_> {
     fn drop(&mut self) {
         let end = self.editor.arena.len();
         self.editor.splices.push(Splice {
-            range: self.at..self.at,
+            range: self.range.clone(),
             text: self.start..end,
         });
     }
@@ -123,9 +130,10 @@ mod tests {
         editor.insert(2, &[b"2", b"3"]);
         editor.replace(4..5, &[b"XY"]);
         editor.insert_with(8).push(b"!").push_display(42);
+        editor.replace_with(0..1).push(b"A").push_display(0);
         let mut out = Vec::new();
         editor.render(original, &mut out);
-        assert_eq!(out, b"ab123cdXYf!42");
+        assert_eq!(out, b"A0b123cdXYf!42");
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub enum ScanError {
     BadContentLength,
     #[error("Content-Length larger than the message")]
     Truncated,
+    #[error("{} header repeated", single_valued_name(*.0))]
+    RepeatedHeader(HeaderName),
 }
 
 impl ScanError {
@@ -135,6 +137,17 @@ impl ScanError {
             Self::Unterminated => (400, "Missing Empty Line After Headers"),
             Self::BadContentLength => (400, "Malformed Content-Length"),
             Self::Truncated => (400, "Content-Length Exceeds Message"),
+            Self::RepeatedHeader(name) => (
+                400,
+                match name {
+                    HeaderName::From => "Repeated From",
+                    HeaderName::To => "Repeated To",
+                    HeaderName::CallId => "Repeated Call-ID",
+                    HeaderName::CSeq => "Repeated CSeq",
+                    HeaderName::MaxForwards => "Repeated Max-Forwards",
+                    _ => "Repeated Header",
+                },
+            ),
         }
     }
 
@@ -151,7 +164,21 @@ impl ScanError {
             Self::Unterminated => "unterminated",
             Self::BadContentLength => "bad_content_length",
             Self::Truncated => "truncated",
+            Self::RepeatedHeader(_) => "repeated_header",
         }
+    }
+}
+
+/// Returns the full name of a header that RFC 3261 allows only once, for error messages.
+fn single_valued_name(name: HeaderName) -> &'static str {
+    match name {
+        HeaderName::From => "From",
+        HeaderName::To => "To",
+        HeaderName::CallId => "Call-ID",
+        HeaderName::CSeq => "CSeq",
+        HeaderName::MaxForwards => "Max-Forwards",
+        HeaderName::ContentLength => "Content-Length",
+        _ => "single-valued",
     }
 }
 
@@ -221,16 +248,34 @@ pub fn scan(
         return Err(ScanError::MessageTooLarge);
     }
 
+    // From, To, Call-ID, CSeq, Max-Forwards and Content-Length take one value (RFC 3261
+    // sections 7.3 and 20). A second copy of any of them is rejected (RFC 4475 section
+    // 3.1.2.19), because the proxy would read the first copy while the next hop may read the
+    // other. Equal Content-Length copies frame the message the same way, so only conflicting
+    // ones fail.
     let mut content_length = None;
-    for header in headers
-        .iter()
-        .filter(|h| h.name == HeaderName::ContentLength)
-    {
-        let value = parse_content_length(&buf[header.value.clone()])?;
-        if content_length.is_some_and(|seen| seen != value) {
-            return Err(ScanError::BadContentLength);
+    let mut seen = 0u8;
+    for header in headers.iter() {
+        let bit = match header.name {
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 4,
+            HeaderName::CSeq => 8,
+            HeaderName::MaxForwards => 16,
+            HeaderName::ContentLength => {
+                let value = parse_content_length(&buf[header.value.clone()])?;
+                if content_length.is_some_and(|seen| seen != value) {
+                    return Err(ScanError::BadContentLength);
+                }
+                content_length = Some(value);
+                continue;
+            }
+            _ => continue,
+        };
+        if seen & bit != 0 {
+            return Err(ScanError::RepeatedHeader(header.name));
         }
-        content_length = Some(value);
+        seen |= bit;
     }
 
     // NUL is not allowed anywhere in a head (RFC 3261 section 25.1), and forwarding it would

@@ -164,3 +164,43 @@ fn limits_are_enforced() {
         "headers are scanned so a 505 can be built"
     );
 }
+
+#[test]
+fn single_valued_header_repeated_rejected() {
+    let cases: &[(&[u8], HeaderName)] = &[
+        (
+            b"From: <sip:a@b>;tag=1\r\nf: <sip:c@d>;tag=2",
+            HeaderName::From,
+        ),
+        (b"t: <sip:a@b>\r\nTO: <sip:c@d>", HeaderName::To),
+        (b"Call-ID: x\r\ni: y", HeaderName::CallId),
+        (b"Call-ID: x\r\ncall-id: x", HeaderName::CallId),
+        (b"CSeq: 1 INVITE\r\nCSeq: 2 INVITE", HeaderName::CSeq),
+        (
+            b"Max-Forwards: 70\r\nmax-forwards: 1",
+            HeaderName::MaxForwards,
+        ),
+    ];
+    for (lines, name) in cases {
+        let mut buf = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n".to_vec();
+        buf.extend_from_slice(lines);
+        buf.extend_from_slice(b"\r\nl: 0\r\n\r\n");
+        let error = scan_err(&buf);
+        assert_eq!(
+            error,
+            ScanError::RepeatedHeader(*name),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        assert_eq!(error.status().0, 400);
+        assert_eq!(error.as_str(), "repeated_header");
+
+        // Responses fail the same way, and the core drops them.
+        let mut response = b"SIP/2.0 200 OK\r\n".to_vec();
+        response.extend_from_slice(&buf[buf.iter().position(|b| *b == b'\n').unwrap() + 1..]);
+        assert_eq!(scan_err(&response), ScanError::RepeatedHeader(*name));
+    }
+
+    // List headers repeat freely, and equal Content-Length copies frame the message alike.
+    scan_ok(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nv: SIP/2.0/UDP g\r\nRoute: <sip:r>\r\nRoute: <sip:s>\r\nl: 0\r\nContent-Length: 0\r\n\r\n");
+}

@@ -105,63 +105,122 @@ impl<'a> Via<'a> {
     }
 }
 
-/// Plan for splicing `;received=...;rport=...` into the sender's Via.
+/// The RFC 3581 and RFC 3261 section 18.2.1 edit of the sender's top Via: `received` set to
+/// the source address and an `rport` parameter set to the source port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViaEdit {
-    /// Byte range (in the message) of an empty `;rport` parameter to replace, if any.
-    pub replace: Option<Range<usize>>,
-    /// Offset where the new parameters are inserted when nothing is replaced.
-    pub insert_at: usize,
-    pub add_received: bool,
-    pub fill_rport: bool,
+pub struct ViaEdit<'a> {
+    /// The top Via value as received.
+    text: &'a [u8],
+    /// Offset of `text` in the message.
+    offset: usize,
+    source: SocketAddr,
 }
 
-/// Plans the RFC 3581 edit of the top Via, whose first value spans `value` in `buf`.
+/// The text that replaces the range of one [`ViaEdit`] splice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViaParam {
+    /// `;received=` and the source address.
+    Received,
+    /// `;rport=` and the source port.
+    Rport,
+    /// Nothing: a repeated `received` or `rport` parameter is removed.
+    Removed,
+}
+
+/// Plans the edit of the top Via, whose first value spans `value` in `buf`, for a request from
+/// `source`. Returns `None` when the Via does not parse or needs no change.
 ///
-/// `received` is added when the sent-by host differs from the source address or `rport` is
-/// present; an empty `rport` is filled with the source port.
-pub fn plan_received(buf: &[u8], value: Range<usize>, source: SocketAddr) -> Option<ViaEdit> {
+/// `received` is set when the sent-by host is not the source address, when `rport` is present
+/// (RFC 3581 section 4) and when the sender supplied a `received` of its own. An existing
+/// `received` or `rport` parameter is replaced in place, whatever its value, so a sender cannot
+/// steer responses elsewhere. Repeated copies are removed, and a missing `received` is
+/// appended.
+pub fn plan_received(buf: &[u8], value: Range<usize>, source: SocketAddr) -> Option<ViaEdit<'_>> {
     let text = &buf[value.clone()];
     let via = Via::parse(text)?;
-    let rport = via.param(b"rport");
     let host_is_source = std::str::from_utf8(via.host)
         .ok()
         .and_then(|h| h.parse::<IpAddr>().ok())
         .is_some_and(|ip| ip == source.ip());
-    let add_received = !host_is_source || rport.is_some();
-    let fill_rport = rport.is_some_and(|v| v.is_empty());
-    if !add_received && !fill_rport {
-        return None;
-    }
-    let replace = if fill_rport {
-        find_empty_rport(text).map(|r| value.start + r.start..value.start + r.end)
-    } else {
-        None
-    };
-    Some(ViaEdit {
-        replace,
-        insert_at: value.end,
-        add_received,
-        fill_rport,
+    let needed =
+        !host_is_source || via.param(b"rport").is_some() || via.param(b"received").is_some();
+    needed.then_some(ViaEdit {
+        text,
+        offset: value.start,
+        source,
     })
 }
 
-/// Finds `;rport` without a value in a Via value, returning its range relative to `text`.
-fn find_empty_rport(text: &[u8]) -> Option<Range<usize>> {
-    let mut offset = 0;
-    while let Some(found) = memchr::memmem::find(&text[offset..], b";rport") {
-        let start = offset + found;
-        let end = start + b";rport".len();
-        let next = text.get(end).copied();
-        if matches!(
-            next,
-            None | Some(b';') | Some(b' ') | Some(b'\t') | Some(b'\r') | Some(b'\n')
-        ) {
-            return Some(start..end);
-        }
-        offset = end;
+impl ViaEdit<'_> {
+    /// Returns the splices in order of offset: each range of the message and what replaces it.
+    /// An appended `received` has an empty range at the end of the Via value.
+    pub fn splices(&self) -> impl Iterator<Item = (Range<usize>, ViaParam)> + '_ {
+        let text = self.text;
+        let mut next = memchr::memchr(b';', text);
+        let mut received_seen = false;
+        let mut rport_seen = false;
+        let mut appended = false;
+        std::iter::from_fn(move || {
+            while let Some(start) = next {
+                let end =
+                    memchr::memchr(b';', &text[start + 1..]).map_or(text.len(), |i| start + 1 + i);
+                next = (end < text.len()).then_some(end);
+                let param = &text[start + 1..end];
+                let name = trim_slice(param.split(|b| *b == b'=').next().unwrap_or_default());
+                let (seen, kind) = if name.eq_ignore_ascii_case(b"received") {
+                    (&mut received_seen, ViaParam::Received)
+                } else if name.eq_ignore_ascii_case(b"rport") {
+                    (&mut rport_seen, ViaParam::Rport)
+                } else {
+                    continue;
+                };
+                let kind = if *seen { ViaParam::Removed } else { kind };
+                *seen = true;
+                return Some((self.offset + start..self.offset + end, kind));
+            }
+            if received_seen || appended {
+                return None;
+            }
+            appended = true;
+            let end = self.offset + text.len();
+            Some((end..end, ViaParam::Received))
+        })
     }
-    None
+
+    /// Returns the text that replaces a splice's range.
+    pub fn text(&self, param: ViaParam) -> impl std::fmt::Display {
+        ParamText {
+            param,
+            source: self.source,
+        }
+    }
+
+    /// Appends `buf[range]`, which contains the Via value, to `out` with the edit applied.
+    pub fn write_edited(&self, buf: &[u8], range: Range<usize>, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let mut pos = range.start;
+        for (splice, param) in self.splices() {
+            out.extend_from_slice(&buf[pos..splice.start]);
+            let _ = write!(out, "{}", self.text(param));
+            pos = splice.end;
+        }
+        out.extend_from_slice(&buf[pos..range.end]);
+    }
+}
+
+struct ParamText {
+    param: ViaParam,
+    source: SocketAddr,
+}
+
+impl std::fmt::Display for ParamText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.param {
+            ViaParam::Received => write!(f, ";received={}", self.source.ip()),
+            ViaParam::Rport => write!(f, ";rport={}", self.source.port()),
+            ViaParam::Removed => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,15 +269,69 @@ mod tests {
         assert_eq!(via.response_target(), None);
     }
 
+    fn edited(via: &[u8], source: &str) -> Option<String> {
+        let edit = plan_received(via, 0..via.len(), source.parse().unwrap())?;
+        let mut out = Vec::new();
+        edit.write_edited(via, 0..via.len(), &mut out);
+        Some(String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn plan_received_fills_empty_rport() {
-        let buf = b"SIP/2.0/UDP 192.0.2.1:5070;rport;branch=z9hG4bK1";
-        let edit = plan_received(buf, 0..buf.len(), "192.0.2.1:5070".parse().unwrap()).unwrap();
-        assert!(edit.add_received);
-        assert!(edit.fill_rport);
-        assert_eq!(&buf[edit.replace.unwrap()], b";rport");
+        assert_eq!(
+            edited(
+                b"SIP/2.0/UDP 192.0.2.1:5070;rport;branch=z9hG4bK1",
+                "192.0.2.1:5070"
+            )
+            .unwrap(),
+            "SIP/2.0/UDP 192.0.2.1:5070;rport=5070;branch=z9hG4bK1;received=192.0.2.1"
+        );
         let plain = b"SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1";
-        let none = plan_received(plain, 0..plain.len(), "192.0.2.1:5070".parse().unwrap());
-        assert!(none.is_none());
+        assert_eq!(edited(plain, "192.0.2.1:5070"), None);
+    }
+
+    #[test]
+    fn plan_received_replaces_client_values() {
+        assert_eq!(
+            edited(
+                b"SIP/2.0/UDP 192.0.2.1:5070;rport=1;branch=z9hG4bK1",
+                "192.0.2.1:6000"
+            )
+            .unwrap(),
+            "SIP/2.0/UDP 192.0.2.1:5070;rport=6000;branch=z9hG4bK1;received=192.0.2.1"
+        );
+        assert_eq!(
+            edited(
+                b"SIP/2.0/UDP 192.0.2.1;received=10.9.9.9;branch=z9hG4bK1",
+                "192.0.2.1:5060"
+            )
+            .unwrap(),
+            "SIP/2.0/UDP 192.0.2.1;received=192.0.2.1;branch=z9hG4bK1"
+        );
+        assert_eq!(
+            edited(
+                b"SIP/2.0/TCP h.example;Received=1;rport = 7;received=2;RPORT;branch=z9hG4bK1",
+                "[2001:db8::9]:6000"
+            )
+            .unwrap(),
+            "SIP/2.0/TCP h.example;received=2001:db8::9;rport=6000;branch=z9hG4bK1"
+        );
+    }
+
+    #[test]
+    fn plan_received_adds_received_for_other_hosts() {
+        assert_eq!(
+            edited(
+                b"SIP/2.0/UDP h.example:5070;branch=z9hG4bK1",
+                "192.0.2.1:5070"
+            )
+            .unwrap(),
+            "SIP/2.0/UDP h.example:5070;branch=z9hG4bK1;received=192.0.2.1"
+        );
+        assert_eq!(
+            edited(b"SIP/2.0/UDP 192.0.2.1", "192.0.2.2:5060").unwrap(),
+            "SIP/2.0/UDP 192.0.2.1;received=192.0.2.2"
+        );
+        assert_eq!(edited(b"garbage", "192.0.2.2:5060"), None);
     }
 }

@@ -415,7 +415,7 @@ impl View<'_> {
             phrase: reject.phrase,
             extra: reject.extra,
         };
-        if !write_reply(buf, headers, spec, to_tag, out) {
+        if !write_reply(buf, headers, spec, to_tag, inbound.source, out) {
             return Outcome::Drop {
                 reason: DropReason::Unparsable,
             };

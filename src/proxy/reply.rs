@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use crate::message::value::header_param;
+use crate::message::value::{first_element_end, header_param, trim};
+use crate::message::via::plan_received;
 use crate::message::{Header, HeaderName, Transport, Via};
 
 /// A response to write: status, reason phrase and extra header lines (each ending in CRLF).
@@ -15,14 +16,17 @@ pub struct ReplySpec<'a> {
 }
 
 /// Writes a response to the request in `buf` into `out`, copying Via, From, To, Call-ID and
-/// CSeq as RFC 3261 section 8.2.6.2 requires. Adds `to_tag` to To when it has none and the
-/// status is above 100. Returns false without a Via, because the response could not be routed.
-/// Other missing headers are left out, so a request without Call-ID still learns why it failed.
+/// CSeq as RFC 3261 section 8.2.6.2 requires. The top Via gets the `received` and `rport`
+/// values for `source` that a forwarded copy would carry (RFC 3261 section 18.2.1, RFC 3581).
+/// Adds `to_tag` to To when it has none and the status is above 100. Returns false without a
+/// Via, because the response could not be routed. Other missing headers are left out, so a
+/// request without Call-ID still learns why it failed.
 pub fn write_reply(
     buf: &[u8],
     headers: &[Header],
     spec: ReplySpec<'_>,
     to_tag: &[u8],
+    source: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
     if !headers.iter().any(|h| h.name == HeaderName::Via) {
@@ -35,8 +39,27 @@ pub fn write_reply(
     out.push(b' ');
     out.extend_from_slice(spec.phrase.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The response copies only the first of repeated single-valued headers, so
+    // it scans even when the request repeated one.
+    let mut copied = 0u8;
+    let mut top_via_written = false;
     for header in headers {
+        let bit = match header.name {
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 4,
+            HeaderName::CSeq => 8,
+            _ => 0,
+        };
+        if copied & bit != 0 {
+            continue;
+        }
+        copied |= bit;
         match header.name {
+            HeaderName::Via if !top_via_written => {
+                top_via_written = true;
+                push_top_via(out, buf, header, source);
+            }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                 push_line(out, &buf[header.line.clone()]);
             }
@@ -62,12 +85,31 @@ pub fn write_reply(
 
 /// Copies a header line, ending it in CRLF whatever line ending it arrived with.
 fn push_line(out: &mut Vec<u8>, line: &[u8]) {
-    let trimmed = line
-        .strip_suffix(b"\n")
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .unwrap_or(line);
-    out.extend_from_slice(trimmed);
+    out.extend_from_slice(without_line_ending(line));
     out.extend_from_slice(b"\r\n");
+}
+
+/// Copies the first Via header line with `received` and `rport` set for `source` in its first
+/// value. A Via that does not parse is copied unchanged.
+fn push_top_via(out: &mut Vec<u8>, buf: &[u8], header: &Header, source: SocketAddr) {
+    let value = &buf[header.value.clone()];
+    let first = trim(
+        buf,
+        header.value.start..header.value.start + first_element_end(value),
+    );
+    let Some(edit) = plan_received(buf, first, source) else {
+        push_line(out, &buf[header.line.clone()]);
+        return;
+    };
+    let line_end = header.line.start + without_line_ending(&buf[header.line.clone()]).len();
+    edit.write_edited(buf, header.line.start..line_end, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn without_line_ending(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n")
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .unwrap_or(line)
 }
 
 /// Returns where a response generated for a request goes. Over TCP it goes back over the same
@@ -95,6 +137,13 @@ mod tests {
     use super::*;
     use crate::message::{scan, ScanLimits};
 
+    /// The address the test requests come from: the sent-by host `h` is not an address, so
+    /// the top Via gains `received`.
+    const SOURCE: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+        5070,
+    );
+
     const LIMITS: ScanLimits = ScanLimits {
         max_message_bytes: 65_535,
         max_body_bytes: 32_768,
@@ -113,11 +162,11 @@ mod tests {
             phrase: "Too Many Hops",
             extra: b"",
         };
-        assert!(write_reply(buf, &headers, spec, b"t1", &mut out));
+        assert!(write_reply(buf, &headers, spec, b"t1", SOURCE, &mut out));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "SIP/2.0 483 Too Many Hops\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bK1\r\nv: SIP/2.0/UDP p;branch=z9hG4bK0\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a@b>;tag=t1\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            "SIP/2.0 483 Too Many Hops\r\nVia: SIP/2.0/UDP h:5070;branch=z9hG4bK1;received=192.0.2.1\r\nv: SIP/2.0/UDP p;branch=z9hG4bK0\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a@b>;tag=t1\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -131,7 +180,14 @@ mod tests {
             phrase: "Bad Request",
             extra: b"",
         };
-        assert!(!write_reply(buf, &headers, spec, b"t", &mut Vec::new()));
+        assert!(!write_reply(
+            buf,
+            &headers,
+            spec,
+            b"t",
+            SOURCE,
+            &mut Vec::new()
+        ));
     }
 
     #[test]

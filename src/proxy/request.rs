@@ -478,18 +478,8 @@ impl View<'_> {
 
         if let Some(edit) = plan_received(msg.buf, top_via_range, inbound.source) {
             // Written straight into the editor's buffer, so the edit allocates nothing.
-            if let Some(range) = edit.replace {
-                editor
-                    .insert_with(range.start)
-                    .push(b";rport=")
-                    .push_display(inbound.source.port());
-                editor.remove(range);
-            }
-            if edit.add_received {
-                editor
-                    .insert_with(edit.insert_at)
-                    .push(b";received=")
-                    .push_display(inbound.source.ip());
+            for (range, param) in edit.splices() {
+                editor.replace_with(range).push_display(edit.text(param));
             }
         }
 

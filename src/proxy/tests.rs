@@ -160,6 +160,107 @@ fn invite_gets_via_record_route_and_stamps() {
     assert_eq!(header_values(&out, "X-Conversationid").len(), 1);
 }
 
+/// Returns the top Via of the received request as the proxy forwards it for `top_via`.
+fn forwarded_top_via(top_via: &str) -> String {
+    let mut h = Harness::new(core());
+    let invite = INVITE.replace(
+        "Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport\r\n",
+        &format!("Via: {top_via}\r\n"),
+    );
+    assert_ne!(invite, INVITE);
+    let outcome = h.send_and_finish(EDGE, invite.as_bytes(), Returning::No);
+    assert!(matches!(outcome, Outcome::Forward { .. }), "{outcome:?}");
+    header_values(&h.out(), "Via")[1].to_owned()
+}
+
+/// The proxy sets rport to the source port whatever value the client gave (RFC 3581 section
+/// 4), and writes the source address into one received parameter (RFC 3261 section 18.2.1).
+#[test]
+fn received_and_rport_replace_client_values() {
+    let cases = [
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=1",
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=1;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=5070;branch=z9hG4bK-inv1;received=192.0.2.10",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;received=10.9.9.9;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;received=192.0.2.10;branch=z9hG4bK-inv1",
+        ),
+        (
+            "SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=10.9.9.9;RPORT=1",
+            "SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=192.0.2.10;rport=5070",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;rport;received=10.9.9.9;rport=2;received=10.8.8.8;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;rport=5070;received=192.0.2.10;branch=z9hG4bK-inv1",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1",
+            "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1",
+        ),
+    ];
+    for (received, expected) in cases {
+        let forwarded = forwarded_top_via(received);
+        assert_eq!(forwarded, expected, "for {received}");
+        assert!(forwarded.matches(";received=").count() <= 1, "{forwarded}");
+        assert!(forwarded.matches(";rport").count() <= 1, "{forwarded}");
+    }
+}
+
+/// RFC 3261 sections 8.2.6.2 and 18.2.1: the proxy's own responses carry the received and
+/// rport parameters the forwarded request would carry, and still go to the source address.
+#[test]
+fn proxy_reply_sets_received_and_rport() {
+    let mut h = Harness::new(core());
+    let invite = INVITE
+        .replace(";rport\r\n", ";rport=1;received=10.9.9.9\r\n")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    match h.send("192.0.2.10:41000", Transport::Udp, invite.as_bytes()) {
+        Outcome::Reply { status, dest, .. } => {
+            assert_eq!(status, 483);
+            assert_eq!(dest, "192.0.2.10:41000".parse::<SocketAddr>().unwrap());
+        }
+        other => panic!("expected a 483, got {other:?}"),
+    }
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=41000;received=192.0.2.10"]
+    );
+
+    // Without rport the response goes to the sent-by port, and received is added only when
+    // the sent-by host is not the source address.
+    let plain = invite.replace(";rport=1;received=10.9.9.9", "");
+    match h.send("192.0.2.10:41000", Transport::Udp, plain.as_bytes()) {
+        Outcome::Reply { dest, .. } => {
+            assert_eq!(dest, "192.0.2.10:5070".parse::<SocketAddr>().unwrap());
+        }
+        other => panic!("expected a 483, got {other:?}"),
+    }
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1"]
+    );
+    let named = plain.replace("UDP 192.0.2.10:5070", "UDP edge.example:5070");
+    h.send("192.0.2.10:41000", Transport::Udp, named.as_bytes());
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP edge.example:5070;branch=z9hG4bK-inv1;received=192.0.2.10"]
+    );
+
+    // A request that fails to scan gets the same parameters in its 505.
+    let version = invite.replace(" SIP/2.0\r\nVia", " SIP/3.0\r\nVia");
+    h.send("192.0.2.10:41000", Transport::Udp, version.as_bytes());
+    assert!(h.out().starts_with("SIP/2.0 505 "), "{}", h.out());
+    assert_eq!(
+        header_values(&h.out(), "Via"),
+        vec!["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=41000;received=192.0.2.10"]
+    );
+}
+
 #[test]
 fn unowned_headers_and_body_pass_byte_for_byte() {
     let mut h = Harness::new(core());
@@ -484,6 +585,65 @@ fn bad_requests_get_the_rfc_status() {
             assert!(out.contains("\r\nCall-ID: call-1@edge\r\n"), "{out}");
         }
     }
+}
+
+/// RFC 3261 section 7.3 allows a header more than once only when its value is a list, and
+/// RFC 4475 section 3.1.2.19 expects a request with repeated single-valued headers to get 400.
+#[test]
+fn repeated_single_valued_header_gets_400() {
+    let cases = [
+        (
+            "From: \"Max\"",
+            "f: <sip:+4930555999@edge.example>;tag=f2\r\nFrom: \"Max\"",
+        ),
+        ("To: <sip:", "To: <sip:+4930555001@127.0.0.1>\r\nTo: <sip:"),
+        (
+            "Call-ID: call-1@edge\r\n",
+            "Call-ID: call-1@edge\r\ni: other@edge\r\n",
+        ),
+        ("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nCSeq: 2 INVITE\r\n"),
+        (
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nMax-Forwards: 69\r\n",
+        ),
+        ("Content-Length: 8\r\n", "l: 7\r\nContent-Length: 8\r\n"),
+    ];
+    for (from, to) in cases {
+        let message = INVITE.replacen(from, to, 1);
+        assert_ne!(message, INVITE, "{from}");
+        let mut h = Harness::new(core());
+        let outcome = h.send(EDGE, Transport::Udp, message.as_bytes());
+        expect_reply(outcome, 400);
+        let out = h.out();
+        // The 400 response scans, so it carries each copied single-valued header once.
+        crate::fuzzing::check_reply(out.as_bytes(), 400);
+        for (name, compact) in [("From", "f"), ("To", "t"), ("Call-ID", "i"), ("CSeq", "")] {
+            let count = header_values(&out, name).len() + header_values(&out, compact).len();
+            assert_eq!(count, 1, "{name} in {out}");
+        }
+    }
+}
+
+#[test]
+fn response_with_repeated_header_dropped() {
+    let mut h = Harness::new(core());
+    let out = forwarded_invite(&mut h);
+    let own_via = header_values(&out, "Via")[0].to_owned();
+    let response = format!(
+        "SIP/2.0 200 OK\r\nVia: {own_via}\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
+From: <sip:+4930555111@edge.example>;tag=f1\r\nTo: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nt: <sip:+4930555000@127.0.0.1:5090>;tag=u2\r\n\
+Call-ID: call-1@edge\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Drop {
+                reason: DropReason::BadResponse
+            }
+        ),
+        "{outcome:?}"
+    );
 }
 
 #[test]

@@ -473,6 +473,7 @@ fn reply_reasons_cover_scan_errors() {
         ScanError::Unterminated,
         ScanError::BadContentLength,
         ScanError::Truncated,
+        ScanError::RepeatedHeader(crate::message::HeaderName::From),
     ];
     for error in errors {
         assert!(REPLY_REASONS.contains(&error.as_str()), "{error:?}");
