@@ -19,8 +19,9 @@ pub struct ReplySpec<'a> {
 /// CSeq as RFC 3261 section 8.2.6.2 requires. The top Via gets the `received` and `rport`
 /// values for `source` that a forwarded copy would carry (RFC 3261 section 18.2.1, RFC 3581).
 /// Adds `to_tag` to To when it has none and the status is above 100. Returns false without a
-/// Via, because the response could not be routed. Other missing headers are left out, so a
-/// request without Call-ID still learns why it failed.
+/// Via or when the top Via holds a NUL byte, because the response could not be routed. Other
+/// missing headers, and those with a NUL byte, are left out, so a request without Call-ID
+/// still learns why it failed.
 pub fn write_reply(
     buf: &[u8],
     headers: &[Header],
@@ -55,6 +56,15 @@ pub fn write_reply(
             continue;
         }
         copied |= bit;
+        // A NUL is one reason a request is rejected. Echoing it would make the response
+        // itself unparsable, so such a line is left out, and without a clean top Via the
+        // response is not sent.
+        if memchr::memchr(0, &buf[header.line.clone()]).is_some() {
+            if header.name == HeaderName::Via && !top_via_written {
+                return false;
+            }
+            continue;
+        }
         match header.name {
             HeaderName::Via if !top_via_written => {
                 top_via_written = true;
@@ -188,6 +198,30 @@ mod tests {
             SOURCE,
             &mut Vec::new()
         ));
+    }
+
+    #[test]
+    fn reply_leaves_out_lines_with_nul() {
+        let buf = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a\x0b\x00@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\r\n";
+        let mut headers = Vec::new();
+        // The scan rejects the NUL but has listed the header lines by then.
+        assert!(scan(buf, &LIMITS, &mut headers).is_err());
+        let spec = ReplySpec {
+            status: 400,
+            phrase: "Malformed Header Line",
+            extra: b"",
+        };
+        let mut out = Vec::new();
+        assert!(write_reply(buf, &headers, spec, b"t", SOURCE, &mut out));
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "SIP/2.0 400 Malformed Header Line\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=f\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(scan(&out, &LIMITS, &mut headers).is_ok());
+
+        let buf = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\x00;branch=z9hG4bK1\r\nCall-ID: c1\r\n\r\n";
+        assert!(scan(buf, &LIMITS, &mut headers).is_err());
+        assert!(!write_reply(buf, &headers, spec, b"t", SOURCE, &mut out));
     }
 
     #[test]
