@@ -5,7 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{free_port, invite_request, options_request, status_code, Proxy, RawUdp, Transport};
+use support::{
+    free_port, header_values, invite_request, options_request, status_code, Proxy, RawUdp,
+    Transport,
+};
 
 /// Returns the resident set size of a process in KiB, from /proc/PID/status.
 fn rss_kib(pid: u32) -> u64 {
@@ -167,5 +170,53 @@ fn unended_calls_bounded_by_call_table() {
     assert!(
         last <= settled + 2_048,
         "RSS grew from {settled} KiB to {last} KiB while rejecting: {rss_after_batch:?}"
+    );
+}
+
+/// Sends an INVITE that the upstream never answers, with a one-second setup time, and checks
+/// that the call leaves the table and its conversation ends with status 408.
+#[test]
+fn unanswered_call_ends_after_setup_time() {
+    let upstream_port = free_port();
+    let upstream = RawUdp::bound(upstream_port, 9);
+    let proxy = Proxy::start_with(upstream_port, "[calls]\nsetup_timeout_secs = 1\n");
+    let udp = RawUdp::new(proxy.sip_port);
+
+    let call_id = "unanswered-setup-timeout";
+    let request = invite_request(
+        udp.local_addr(),
+        proxy.sip_port,
+        "sip:anonymous@anonymous.invalid",
+        "",
+        call_id,
+    );
+    udp.send(request.as_bytes());
+    let forwarded = upstream
+        .recv_request("INVITE", call_id, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("INVITE not forwarded\n{}", proxy.log()));
+    let conversationids = header_values(&forwarded, "X-Conversationid");
+    assert_eq!(conversationids.len(), 1, "{forwarded:?}");
+    let path = format!("/v1/conversations/{}", conversationids[0]);
+    let token = proxy.admin_token();
+
+    // The ticker sweeps once a second and the end is written off the call path.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let response = support::http::request(proxy.admin_port, "GET", &path, Some(&token), None);
+        let ended = response.status == 200 && !response.json()["ended_at_ms"].is_null();
+        if ended || Instant::now() >= deadline {
+            assert_eq!(response.status, 200, "{response:?}\n{}", proxy.log());
+            break response.json();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["final_status"], 408, "{record}");
+    assert!(record["answered_at_ms"].is_null(), "{record}");
+    assert!(!record["ended_at_ms"].is_null(), "{record}");
+    let (status, metrics) = proxy.admin_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sipstamp_active_calls 0"),
+        "call still counted as active\n{metrics}"
     );
 }

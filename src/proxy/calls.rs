@@ -296,32 +296,46 @@ impl CallTable {
     }
 
     /// Removes calls whose grace period has passed, calls that went unanswered for the setup
-    /// time, and calls that exceeded the maximum age. Returns the number removed.
-    pub fn sweep(&self, now: Instant) -> usize {
-        let mut removed = 0;
+    /// time, and calls that exceeded the maximum age.
+    pub fn sweep(&self, now: Instant) -> Sweep {
+        let mut sweep = Sweep::default();
         self.calls.retain(|_, entry| {
-            let expired = match entry.ended_at() {
-                Some(ended) => now.saturating_duration_since(ended) >= self.limits.grace,
+            let (expired, unanswered) = match entry.ended_at() {
+                Some(ended) => (
+                    now.saturating_duration_since(ended) >= self.limits.grace,
+                    false,
+                ),
                 None => {
                     let age = now.saturating_duration_since(entry.created);
-                    let limit = if entry.answered.load(Ordering::Relaxed) {
-                        self.limits.max_age
+                    if entry.answered.load(Ordering::Relaxed) {
+                        (age >= self.limits.max_age, false)
                     } else {
-                        self.limits.setup.min(self.limits.max_age)
-                    };
-                    age >= limit
+                        let expired = age >= self.limits.setup.min(self.limits.max_age);
+                        (expired, expired)
+                    }
                 }
             };
             if expired {
                 if !entry.is_ended() {
                     self.release(entry);
                 }
-                removed += 1;
+                if unanswered {
+                    sweep.unanswered.push(Arc::clone(&entry.ids.conversationid));
+                }
+                sweep.removed += 1;
             }
             !expired
         });
-        removed
+        sweep
     }
+}
+
+/// The calls one [`CallTable::sweep`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub removed: usize,
+    /// Conversation ids of the calls removed because no 2xx came within the setup time.
+    pub unanswered: Vec<Arc<str>>,
 }
 
 #[cfg(test)]
@@ -406,8 +420,8 @@ mod tests {
         );
         assert_eq!(table.active(), 1);
         assert_eq!(table.active_in_session("s1"), 1);
-        assert_eq!(table.sweep(now + Duration::from_secs(20)), 0);
-        assert_eq!(table.sweep(now + Duration::from_secs(34)), 1);
+        assert_eq!(table.sweep(now + Duration::from_secs(20)).removed, 0);
+        assert_eq!(table.sweep(now + Duration::from_secs(34)).removed, 1);
         assert!(table.get(b"a").is_none());
         assert!(table.get(b"b").is_some());
     }
@@ -419,8 +433,10 @@ mod tests {
         table.insert(b"ringing", entry("s1", now)).unwrap();
         let (answered, _) = table.insert(b"answered", entry("s1", now)).unwrap();
         table.answer(&answered);
-        assert_eq!(table.sweep(now + Duration::from_secs(179)), 0);
-        assert_eq!(table.sweep(now + Duration::from_secs(180)), 1);
+        assert_eq!(table.sweep(now + Duration::from_secs(179)).removed, 0);
+        let sweep = table.sweep(now + Duration::from_secs(180));
+        assert_eq!(sweep.removed, 1);
+        assert_eq!(sweep.unanswered, vec![Arc::<str>::from("cv1")]);
         assert!(table.get(b"ringing").is_none());
         assert!(table.get(b"answered").is_some());
         assert_eq!(table.active(), 1);
@@ -433,8 +449,13 @@ mod tests {
         let now = Instant::now();
         let (call, _) = table.insert(b"a", entry("s1", now)).unwrap();
         table.answer(&call);
-        assert_eq!(table.sweep(now + Duration::from_secs(3599)), 0);
-        assert_eq!(table.sweep(now + Duration::from_secs(3601)), 1);
+        assert_eq!(table.sweep(now + Duration::from_secs(3599)).removed, 0);
+        let sweep = table.sweep(now + Duration::from_secs(3601));
+        assert_eq!(sweep.removed, 1);
+        assert!(
+            sweep.unanswered.is_empty(),
+            "an answered call is not unanswered"
+        );
         assert_eq!(table.active(), 0);
         assert_eq!(table.active_in_session("s1"), 0);
         assert_eq!(table.len(), 0);

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use sha2::{Digest, Sha256};
 
-use super::calls::{CallLimits, CallTable, Returning};
+use super::calls::{CallLimits, CallTable, Returning, Sweep};
 use super::flood::FloodGuard;
 use super::local::Local;
 use super::outcome::{DropReason, Inbound, NewCall, Outcome, Scratch};
@@ -226,9 +226,9 @@ impl Core {
         self.calls.rebind(entry, sessionid, stamps)
     }
 
-    /// Removes calls that ended more than the grace period ago and rate-limit buckets that
-    /// have refilled; call about once a second. Returns the number of calls removed.
-    pub fn tick(&self, now: Instant) -> usize {
+    /// Removes expired calls (see [`CallTable::sweep`]) and rate-limit buckets that have
+    /// refilled; call about once a second.
+    pub fn tick(&self, now: Instant) -> Sweep {
         if let Some(flood) = &self.flood {
             flood.sweep(now);
         }

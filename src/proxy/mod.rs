@@ -14,7 +14,7 @@ mod response;
 mod stamp;
 
 pub use self::core::{Core, CoreSettings};
-pub use calls::Returning;
+pub use calls::{Returning, Sweep};
 pub use outcome::{
     CallEvent, CallEventKind, CallIds, Direction, DropReason, Inbound, MessageKind, NewCall,
     Outcome, Scratch,

@@ -743,7 +743,12 @@ From: <sip:a@b>;tag=f1\r\nTo: <sip:c@d>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 
     let relayed = h.out();
     assert!(relayed.contains("\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n"), "{relayed}");
     assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.tick(h.now + std::time::Duration::from_secs(33)), 1);
+    assert_eq!(
+        h.core
+            .tick(h.now + std::time::Duration::from_secs(33))
+            .removed,
+        1
+    );
 }
 
 fn bye_from_edge() -> &'static str {

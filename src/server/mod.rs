@@ -22,7 +22,9 @@ use crate::identity::TrustMap;
 use crate::message::Method;
 use crate::message::Transport;
 use crate::proxy::MessageKind;
-use crate::proxy::{Core, DropReason, Inbound, NewCall, Outcome, Returning, Scratch};
+use crate::proxy::{
+    CallEvent, CallEventKind, Core, DropReason, Inbound, NewCall, Outcome, Returning, Scratch,
+};
 use crate::pseudonym::KeyRing;
 use crate::store::{self, SessionStore, SessionTouch, StoreError};
 use crate::telemetry::{Metrics, RateLimiter, ScrapeSources, StoreOp, Verdict};
@@ -135,19 +137,25 @@ async fn serve(
         jobs: StoreQueue::new(jobs, Arc::clone(&metrics)),
         flood_log: RateLimiter::new(FLOOD_LOG_INTERVAL, FLOOD_LOG_SOURCES),
     });
-    let listeners = Listeners::start(&config, driver)?;
+    let listeners = Listeners::start(&config, Arc::clone(&driver) as Arc<dyn MessageHandler>)?;
     let _ = transport_stats.set(listeners.stats());
     readiness.set_listeners_bound(true);
 
     let ticker_core = Arc::clone(&core);
+    let ticker_driver = Arc::clone(&driver);
     let ticker = tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             interval.tick().await;
-            let removed = ticker_core.tick(Instant::now());
-            if removed > 0 {
-                debug!(removed, "call table swept");
+            let sweep = ticker_core.tick(Instant::now());
+            if sweep.removed > 0 {
+                debug!(
+                    removed = sweep.removed,
+                    unanswered = sweep.unanswered.len(),
+                    "call table swept"
+                );
             }
+            ticker_driver.end_unanswered(sweep.unanswered);
         }
     });
 
@@ -171,6 +179,10 @@ async fn serve(
     ticker.abort();
     sweeper.abort();
     tokio::task::spawn_blocking(move || listeners.shutdown()).await?;
+    // The store writer stops once every handle to its queue is gone: the listeners' driver,
+    // this one and the ticker's, which the abort above releases once the task ends.
+    drop(driver);
+    let _ = ticker.await;
     lifecycle::flush_store_writes(writer).await;
     info!("sipstamp stopped");
     Ok(())
@@ -432,6 +444,18 @@ impl Driver {
 
     fn queue(&self, job: StoreJob) {
         self.jobs.push(job);
+    }
+
+    /// Records the end of calls that left the call table without a 2xx, with status 408
+    /// (Request Timeout) as a proxy's Timer C gives them.
+    fn end_unanswered(&self, conversationids: Vec<Arc<str>>) {
+        for conversationid in conversationids {
+            let event = CallEvent {
+                conversationid,
+                kind: CallEventKind::Ended { status: Some(408) },
+            };
+            self.queue(StoreJob::Event(event, store::now_ms()));
+        }
     }
 }
 
