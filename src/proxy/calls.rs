@@ -308,6 +308,8 @@ impl CallTable {
                 None => {
                     let age = now.saturating_duration_since(entry.created);
                     if entry.answered.load(Ordering::Relaxed) {
+                        // NOTE: an answered call removed here keeps no end time in its
+                        // conversation, because the proxy cannot tell whether it still runs.
                         (age >= self.limits.max_age, false)
                     } else {
                         let expired = age >= self.limits.setup.min(self.limits.max_age);
