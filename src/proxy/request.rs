@@ -552,8 +552,9 @@ pub(super) fn check_framing(
             "missing_content_length",
         ));
     }
-    let start_line_end = msg.scanned.start_line.end;
-    if start_line_end < 2 || msg.buf[start_line_end - 2] != b'\r' {
+    // Every line of the head, the empty line that ends it included, must end in CRLF.
+    let head = &msg.buf[..msg.scanned.body.start];
+    if memchr::memchr_iter(b'\n', head).any(|at| at == 0 || head[at - 1] != b'\r') {
         return Err(Reject::new(400, "Bare LF Line Ending", "bare_lf"));
     }
     Ok(())
