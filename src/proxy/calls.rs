@@ -107,6 +107,11 @@ impl CallEntry {
         self.rebound_stamps.get().is_some()
     }
 
+    /// Returns true once a 2xx to the INVITE passed.
+    pub fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed) != 0
     }

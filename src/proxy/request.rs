@@ -269,9 +269,12 @@ impl View<'_> {
 
     /// Ends a call on BYE and returns the event to record, unless it had ended already.
     fn end_by_bye(&self, entry: &CallEntry, now: std::time::Instant) -> Option<CallEvent> {
+        // A BYE in an early dialog (RFC 3261 section 15) ends a call that was never answered.
+        // Its UAS is to answer the pending INVITE with 487, so that is the status recorded.
+        let status = (!entry.is_answered()).then_some(487);
         (self.calls.end(entry, now) == Transition::Ended).then(|| CallEvent {
             conversationid: Arc::clone(&entry.ids.conversationid),
-            kind: CallEventKind::Ended { status: None },
+            kind: CallEventKind::Ended { status },
         })
     }
 

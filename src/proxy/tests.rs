@@ -342,16 +342,21 @@ fn anonymous_call_gets_random_sessionid_and_no_callerid() {
     assert_ne!(a, b);
 }
 
+/// Returns the upstream's 200 OK to the INVITE that the proxy forwarded as `invite_out`.
+fn ok_to_invite(invite_out: &str) -> String {
+    let own_via = header_values(invite_out, "Via")[0].to_owned();
+    format!(
+        "SIP/2.0 200 OK\r\nVia: {own_via}\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
+From: <sip:+4930555111@edge.example>;tag=f1\r\nTo: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\n\
+CSeq: 1 INVITE\r\nX-Sessionid: leaked\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 #[test]
 fn responses_pop_own_via_and_strip_stamps() {
     let mut h = Harness::new(core());
     let out = forwarded_invite(&mut h);
-    let own_via = header_values(&out, "Via")[0].to_owned();
-    let response = format!(
-        "SIP/2.0 200 OK\r\nVia: {own_via}\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-inv1;rport=5070;received=192.0.2.10\r\n\
-From: <sip:+4930555111@edge.example>;tag=f1\r\nTo: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\n\
-CSeq: 1 INVITE\r\nX-Sessionid: leaked\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nContent-Length: 0\r\n\r\n"
-    );
+    let response = ok_to_invite(&out);
     let outcome = h.send(UPSTREAM, Transport::Udp, response.as_bytes());
     match outcome {
         Outcome::Forward {
@@ -389,6 +394,11 @@ fn response_with_foreign_via_is_dropped() {
 fn in_dialog_bye_keeps_stamps() {
     let mut h = Harness::new(core());
     let invite_out = forwarded_invite(&mut h);
+    h.send(
+        UPSTREAM,
+        Transport::Udp,
+        ok_to_invite(&invite_out).as_bytes(),
+    );
     let bye = "BYE sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-bye1\r\n\
 Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5090;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+4930555111@edge.example>;tag=f1\r\n\
 To: <sip:+4930555000@127.0.0.1:5090>;tag=u1\r\nCall-ID: call-1@edge\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
@@ -1186,4 +1196,19 @@ fn edge_response_loses_forged_stamps() {
     let out = h.out();
     assert!(header_values(&out, "X-Sessionid").is_empty(), "{out}");
     assert!(header_values(&out, "X-Callerid").is_empty(), "{out}");
+}
+
+#[test]
+fn early_bye_ends_with_487() {
+    let mut h = Harness::new(core());
+    forwarded_invite(&mut h);
+    let outcome = h.send(EDGE, Transport::Udp, bye_from_edge().as_bytes());
+    let Outcome::Forward { event, .. } = outcome else {
+        panic!("expected a forward, got {outcome:?}");
+    };
+    assert_eq!(
+        event.map(|e| e.kind),
+        Some(CallEventKind::Ended { status: Some(487) })
+    );
+    assert_eq!(h.core.active_calls(), 0);
 }
