@@ -313,3 +313,22 @@ fn admin_listen_must_not_overlap_sip_tcp() {
         assert_eq!(problem_keys(&text), Vec::<String>::new(), "{admin} {tcp}");
     }
 }
+
+#[test]
+fn upstream_needs_udp_listener_of_its_family() {
+    let ipv6_only =
+        "[sip]\nudp = [\"[::1]:5060\"]\ntcp = [\"[::1]:5060\"]\nupstream = \"127.0.0.1:5090\"\n";
+    assert_eq!(problem_keys(ipv6_only), vec!["sip.upstream".to_owned()]);
+    let error = Config::parse(ipv6_only, "test").unwrap_err().to_string();
+    assert!(error.contains("no sip.udp listener is IPv4"), "{error}");
+
+    // Over TCP the proxy connects out from any local address.
+    let over_tcp = format!("{ipv6_only}upstream_transport = \"tcp\"\n");
+    assert!(problem_keys(&over_tcp).is_empty());
+    let tcp_only = "[sip]\nudp = []\ntcp = [\"[::1]:5060\"]\nupstream = \"127.0.0.1:5090\"\n";
+    assert!(problem_keys(tcp_only).is_empty());
+    let forced_udp = format!("{tcp_only}upstream_transport = \"udp\"\n");
+    assert_eq!(problem_keys(&forced_udp), vec!["sip.upstream".to_owned()]);
+    let ipv6_upstream = "[sip]\nudp = [\"[::1]:5060\"]\nupstream = \"[::1]:5090\"\n";
+    assert!(problem_keys(ipv6_upstream).is_empty());
+}

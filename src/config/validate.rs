@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use super::{Config, TrunkConfig, MAX_WORKERS};
+use super::{Config, TrunkConfig, UpstreamTransport, MAX_WORKERS};
 
 /// Longest drain accepted, so a typo cannot keep a stopping process alive for weeks.
 const MAX_DRAIN_TIMEOUT_SECS: u64 = 86_400;
@@ -52,6 +52,28 @@ impl Config {
         }
         if self.sip.upstream.port() == 0 {
             add("sip.upstream".into(), "port 0 is not a valid upstream port");
+        }
+        // UDP to the upstream leaves through a UDP listener's socket of the same address
+        // family (IPv6 sockets are IPv6-only), so without one every forward would be lost.
+        let udp_upstream = match self.sip.upstream_transport {
+            UpstreamTransport::Udp => true,
+            UpstreamTransport::Same => !self.sip.udp.is_empty(),
+            UpstreamTransport::Tcp => false,
+        };
+        let family_matches = |addr: &SocketAddr| addr.is_ipv4() == self.sip.upstream.is_ipv4();
+        if udp_upstream && !self.sip.udp.iter().any(family_matches) {
+            let family = if self.sip.upstream.is_ipv4() {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            add(
+                "sip.upstream".into(),
+                &format!(
+                    "is an {family} address but no sip.udp listener is {family}, so UDP \
+                     messages to it could not be sent; add one or set upstream_transport = \"tcp\""
+                ),
+            );
         }
         if self.sip.workers > MAX_WORKERS {
             add(

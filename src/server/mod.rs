@@ -28,7 +28,9 @@ use crate::proxy::{
 use crate::pseudonym::KeyRing;
 use crate::store::{self, SessionStore, SessionTouch, StoreError};
 use crate::telemetry::{Metrics, RateLimiter, ScrapeSources, StoreOp, Verdict};
-use crate::transport::{FramingError, Listeners, MessageHandler, Sender, TransportStats};
+use crate::transport::{
+    FramingError, Listeners, MessageHandler, SendErrorKind, Sender, TransportStats,
+};
 
 mod sessions;
 mod store_jobs;
@@ -136,6 +138,10 @@ async fn serve(
         pending: Arc::new(Semaphore::new(MAX_PENDING_TOUCHES)),
         jobs: StoreQueue::new(jobs, Arc::clone(&metrics)),
         flood_log: RateLimiter::new(FLOOD_LOG_INTERVAL, FLOOD_LOG_SOURCES),
+        send_log: Arc::new(RateLimiter::new(
+            FLOOD_LOG_INTERVAL,
+            SendErrorKind::ALL.len(),
+        )),
     });
     let listeners = Listeners::start(&config, Arc::clone(&driver) as Arc<dyn MessageHandler>)?;
     let _ = transport_stats.set(listeners.stats());
@@ -245,6 +251,8 @@ struct Driver {
     jobs: StoreQueue,
     /// Logs a rate-limited source at most once per interval.
     flood_log: RateLimiter<IpAddr>,
+    /// Logs each kind of send failure at most once per interval.
+    send_log: Arc<RateLimiter<SendErrorKind>>,
 }
 
 impl MessageHandler for Driver {
@@ -272,7 +280,7 @@ impl MessageHandler for Driver {
                 event,
                 ..
             } => {
-                send(sender, *transport, *dest, &scratch.out);
+                self.send(sender, *transport, *dest, &scratch.out);
                 if let Some(event) = event {
                     self.queue(StoreJob::Event(event.clone(), store::now_ms()));
                 }
@@ -288,7 +296,7 @@ impl MessageHandler for Driver {
                     self.log_rate_limited(inbound.source.ip(), received);
                 }
                 debug!(source = %inbound.source, status, reason, "request rejected by the proxy");
-                send(sender, *transport, *dest, &scratch.out);
+                self.send(sender, *transport, *dest, &scratch.out);
             }
             Outcome::Drop { reason } => {
                 if *reason == DropReason::RateLimited {
@@ -338,7 +346,7 @@ impl Driver {
             self.queue(conversation_start(&ids, &ids.sessionid, now));
             self.core.finish_new_call(new_call, &mut out, Returning::No);
             self.metrics.returning(Returning::No);
-            send(sender, transport, dest, &out);
+            self.send(sender, transport, dest, &out);
             self.metrics.observe(
                 &forwarded(transport, dest, outcome_kind),
                 transport,
@@ -353,7 +361,7 @@ impl Driver {
             self.core
                 .finish_new_call(new_call, &mut out, Returning::Unknown);
             self.metrics.returning(Returning::Unknown);
-            send(sender, transport, dest, &out);
+            self.send(sender, transport, dest, &out);
             self.metrics.observe(
                 &forwarded(transport, dest, outcome_kind),
                 transport,
@@ -367,6 +375,7 @@ impl Driver {
         let new_call = new_call.clone();
         let jobs = self.jobs.clone();
         let sender = sender.clone();
+        let send_log = Arc::clone(&self.send_log);
         let budget = self.budget;
         let span = info_span!("call", callid = %ids.callid, sessionid = %ids.sessionid, conversationid = %ids.conversationid);
         self.runtime.spawn(
@@ -430,7 +439,7 @@ impl Driver {
                 jobs.push(conversation_start(&ids, &sessionid, now));
                 core.finish_new_call(&new_call, &mut out, returning);
                 metrics.returning(returning);
-                send(&sender, transport, dest, &out);
+                send(&send_log, &sender, transport, dest, &out);
                 metrics.observe(
                     &forwarded(transport, dest, outcome_kind),
                     transport,
@@ -444,6 +453,10 @@ impl Driver {
 
     fn queue(&self, job: StoreJob) {
         self.jobs.push(job);
+    }
+
+    fn send(&self, sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
+        send(&self.send_log, sender, transport, dest, bytes);
     }
 
     /// Records the end of calls that left the call table without a 2xx, with status 408
@@ -471,8 +484,18 @@ fn forwarded(transport: Transport, dest: SocketAddr, kind: MessageKind) -> Outco
     }
 }
 
-fn send(sender: &Sender, transport: Transport, dest: SocketAddr, bytes: &[u8]) {
-    if let Err(error) = sender.send(transport, dest, bytes.to_vec()) {
-        debug!(%error, "send failed");
+/// Sends `bytes` and logs a failure at most once per interval for each kind of error.
+fn send(
+    log: &RateLimiter<SendErrorKind>,
+    sender: &Sender,
+    transport: Transport,
+    dest: SocketAddr,
+    bytes: &[u8],
+) {
+    let Err(error) = sender.send(transport, dest, bytes.to_vec()) else {
+        return;
+    };
+    if let Verdict::Log { suppressed } = log.check(error.kind, Instant::now()) {
+        warn!(%error, suppressed, "send failed");
     }
 }
