@@ -222,6 +222,7 @@ async fn start_admin(
 /// Builds the readers that metrics call at scrape time for values other layers keep.
 fn scrape_sources(core: Arc<Core>, stats: Arc<OnceLock<Arc<TransportStats>>>) -> ScrapeSources {
     let connections = Arc::clone(&stats);
+    let framing = Arc::clone(&stats);
     ScrapeSources {
         active_calls: Box::new(move || core.active_calls() as u64),
         tcp_connections: Box::new(move || {
@@ -230,11 +231,19 @@ fn scrape_sources(core: Arc<Core>, stats: Arc<OnceLock<Arc<TransportStats>>>) ->
             })
         }),
         tcp_framing_errors: Box::new(move || {
-            stats.get().map_or(0, |s| {
+            framing.get().map_or(0, |s| {
                 FramingError::ALL
                     .iter()
                     .map(|reason| s.framing_errors(*reason))
                     .sum()
+            })
+        }),
+        send_errors: Box::new(move || {
+            stats.get().map_or_else(Vec::new, |s| {
+                SendErrorKind::ALL
+                    .iter()
+                    .map(|kind| (kind.as_str(), s.send_errors(*kind)))
+                    .collect()
             })
         }),
     }

@@ -47,6 +47,9 @@ const OP_COUNT: usize = STORE_OPS.len();
 /// A value read when the metrics are rendered.
 pub type ScrapeReader = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// Counts read when the metrics are rendered, each with its label value from a fixed list.
+pub type LabelledScrapeReader = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// Readers of values that other layers count in their own atomics.
 pub struct ScrapeSources {
     /// Calls in the active-call table.
@@ -55,6 +58,8 @@ pub struct ScrapeSources {
     pub tcp_connections: ScrapeReader,
     /// TCP streams closed because their framing was invalid, since start-up.
     pub tcp_framing_errors: ScrapeReader,
+    /// Messages the transport could not send since start-up, by reason.
+    pub send_errors: LabelledScrapeReader,
 }
 
 impl Default for ScrapeSources {
@@ -64,6 +69,7 @@ impl Default for ScrapeSources {
             active_calls: Box::new(|| 0),
             tcp_connections: Box::new(|| 0),
             tcp_framing_errors: Box::new(|| 0),
+            send_errors: Box::new(Vec::new),
         }
     }
 }
@@ -87,6 +93,7 @@ pub struct Metrics {
     active_calls: IntGauge,
     tcp_connections: IntGauge,
     tcp_framing_errors: IntCounter,
+    send_errors: IntCounterVec,
     sources: ScrapeSources,
     /// Serialises renders, so two scrapes at once cannot both add the same framing errors.
     render_lock: Mutex<()>,
@@ -196,6 +203,12 @@ impl Metrics {
             "TCP streams closed because a message in them could not be framed.",
         )?;
         r.register(Box::new(tcp_framing_errors.clone()))?;
+        let send_errors = counter_vec(
+            r,
+            "sipstamp_send_errors_total",
+            "Messages the proxy could not send, by reason.",
+            &["reason"],
+        )?;
         let start_time = gauge(
             r,
             "sipstamp_start_time_seconds",
@@ -244,6 +257,7 @@ impl Metrics {
             active_calls,
             tcp_connections,
             tcp_framing_errors,
+            send_errors,
             sources,
             render_lock: Mutex::new(()),
             registry,
@@ -352,6 +366,13 @@ impl Metrics {
         let counted = self.tcp_framing_errors.get();
         if framing_errors > counted {
             self.tcp_framing_errors.inc_by(framing_errors - counted);
+        }
+        for (reason, total) in (self.sources.send_errors)() {
+            let counter = self.send_errors.with_label_values(&[reason]);
+            let counted = counter.get();
+            if total > counted {
+                counter.inc_by(total - counted);
+            }
         }
 
         let mut out = String::with_capacity(64 * 1024);

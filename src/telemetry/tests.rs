@@ -329,6 +329,7 @@ fn scrape_sources_read_at_render() {
         active_calls: Box::new(move || c.load(Ordering::Relaxed)),
         tcp_connections: Box::new(move || n.load(Ordering::Relaxed)),
         tcp_framing_errors: Box::new(move || f.load(Ordering::Relaxed)),
+        send_errors: Box::new(move || vec![("no_socket", 4), ("udp_io", 0)]),
     };
     let metrics = Metrics::new(StoreBackend::Redis, sources).unwrap();
 
@@ -338,6 +339,18 @@ fn scrape_sources_read_at_render() {
     assert_eq!(
         value_of(&text, "sipstamp_tcp_framing_errors_total", &[]),
         Some(5.0)
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            "sipstamp_send_errors_total",
+            &[("reason", "no_socket")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value_of(&text, "sipstamp_send_errors_total", &[("reason", "udp_io")]),
+        Some(0.0)
     );
 
     calls.store(2, Ordering::Relaxed);
