@@ -51,7 +51,7 @@ KAMAILIO=0
 KEEP=0
 HOSTILE=0
 FLOOD_PPS=2000
-# Requests per second the untrusted flood source may send (its bucket holds twice as many).
+# Requests per second the untrusted flood source may send (its bucket has room for twice as many).
 FLOOD_LIMIT=200
 MALFORMED_PPS=200
 HOSTILE_PID=""

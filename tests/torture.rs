@@ -1,7 +1,7 @@
 //! Torture messages in the categories of RFC 4475 and RFC 5118, each with its expected outcome
-//! in `tests/torture/expected.toml`. One test runs every case through the proxy core, two run
-//! a subset through `sipstamp inspect` (one file per case, then several cases in one file), and
-//! one sends every case to the running proxy over UDP and TCP with a raw UDP socket as the
+//! in `tests/torture/expected.toml`. One test runs every case through the proxy core. Two run
+//! a subset through `sipstamp inspect`, one file per case and then several cases in one file.
+//! One sends every case to the running proxy over UDP and TCP, with a raw UDP socket as the
 //! upstream.
 
 mod support;

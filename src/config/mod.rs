@@ -142,8 +142,8 @@ pub struct CallsConfig {
     /// retransmissions and the ACK still get the same identifiers (64 x T1 = 32 s).
     pub grace_secs: u64,
     /// Seconds a call stays in the table without a 2xx to its INVITE, like Timer C of
-    /// RFC 3261 (more than 3 minutes there), so INVITEs the upstream never answers do not hold
-    /// table slots until `max_age_secs`.
+    /// RFC 3261 (more than 3 minutes there). INVITEs that the upstream never responds to so
+    /// leave the table long before `max_age_secs`.
     pub setup_timeout_secs: u64,
     /// Seconds after which a call is dropped from the table whatever its state.
     pub max_age_secs: u64,

@@ -86,9 +86,9 @@ pub(crate) fn rpid_privacy(value: Option<&[u8]>) -> RpidPrivacy {
 
 /// Reads the privacy that a Remote-Party-ID value requests when the value cannot be parsed.
 ///
-/// It fails closed: every `privacy` in the raw bytes, compared without regard to case, must be
-/// followed by `=` and `off` or `name`; anything else withholds the number. A malformed value
-/// cannot show whether it is about the caller, so `party` is not considered.
+/// It fails closed. Every `privacy` in the raw bytes, compared without regard to case, must be
+/// followed by `=` and `off` or `name`, and anything else withholds the number. A malformed
+/// value cannot show whether it is about the caller, so `party` is not considered.
 pub(crate) fn raw_rpid_privacy(raw: &[u8]) -> RpidPrivacy {
     const NAME: &[u8] = b"privacy";
     let mut result = RpidPrivacy::Off;

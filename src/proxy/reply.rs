@@ -19,7 +19,7 @@ pub struct ReplySpec<'a> {
 /// CSeq as RFC 3261 section 8.2.6.2 requires. The top Via gets the `received` and `rport`
 /// values for `source` that a forwarded copy would carry (RFC 3261 section 18.2.1, RFC 3581).
 /// Adds `to_tag` to To when it has none and the status is above 100. Returns false without a
-/// Via or when the top Via holds a NUL byte, because the response could not be routed. Other
+/// Via or when the top Via contains a NUL byte, because the response could not be routed. Other
 /// missing headers, and those with a NUL byte, are left out, so a request without Call-ID
 /// still learns why it failed.
 pub fn write_reply(

@@ -8,9 +8,9 @@
 //! ```
 //!
 //! The tenant key is a secret of at least 256 bits, so a sessionid cannot be reversed by hashing
-//! every phone number. The instance id is mixed in as HKDF info, never used as the key. Callids,
-//! and the sessionids of anonymous calls are 128 random bits; conversation ids are 80 random bits
-//! after a millisecond timestamp, so that they sort by start time.
+//! every phone number. The instance id is mixed in as HKDF info, never used as the key. Callids
+//! and the sessionids of anonymous calls are 128 random bits. Conversation ids are 80 random
+//! bits after a millisecond timestamp, so that they sort by start time.
 
 mod keyfile;
 mod keyring;
@@ -139,7 +139,7 @@ pub fn random_id(kind: IdKind) -> String {
 /// milliseconds as 12 hex digits, then 80 random bits as 20 hex digits (34 characters in all).
 ///
 /// The store keys conversations by this id, so new records land at the end of its B-trees
-/// instead of on a random page each; the start time it reveals is in the record anyway.
+/// instead of on a random page each. The start time it reveals is in the record anyway.
 pub fn time_ordered_id(kind: IdKind, unix_ms: u64) -> String {
     let mut bits = [0u8; 10];
     rand::rng().fill_bytes(&mut bits);

@@ -351,31 +351,27 @@ impl Driver {
         let ids = new_call.ids.clone();
         let outcome_kind = MessageKind::Request(Method::Invite);
         let now = store::now_ms();
-        if ids.anonymous {
-            self.queue(conversation_start(&ids, &ids.sessionid, now));
-            self.core.finish_new_call(new_call, &mut out, Returning::No);
-            self.metrics.returning(Returning::No);
-            self.send(sender, transport, dest, &out);
+        // Sends the INVITE at once, without waiting for the store.
+        let send_now = |out: &mut Vec<u8>, returning: Returning| {
+            self.core.finish_new_call(new_call, out, returning);
+            self.metrics.returning(returning);
+            self.send(sender, transport, dest, out);
             self.metrics.observe(
                 &forwarded(transport, dest, outcome_kind),
                 transport,
                 received.elapsed(),
             );
+        };
+        if ids.anonymous {
+            self.queue(conversation_start(&ids, &ids.sessionid, now));
+            send_now(&mut out, Returning::No);
             return;
         }
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
             self.jobs.warn(StoreWarning::TooManyWaiting, None);
             self.queue(conversation_start(&ids, &ids.sessionid, now));
             self.queue(touch_job(new_call, now));
-            self.core
-                .finish_new_call(new_call, &mut out, Returning::Unknown);
-            self.metrics.returning(Returning::Unknown);
-            self.send(sender, transport, dest, &out);
-            self.metrics.observe(
-                &forwarded(transport, dest, outcome_kind),
-                transport,
-                received.elapsed(),
-            );
+            send_now(&mut out, Returning::Unknown);
             return;
         };
         let core = Arc::clone(&self.core);

@@ -13,8 +13,8 @@ use crate::proxy::{CallEvent, CallEventKind, CallIds, NewCall};
 use crate::store::{Conversation, SessionStore, SessionTouch, StoreError};
 use crate::telemetry::{Metrics, RateLimiter, StoreOp, Verdict};
 
-/// Each kind of store warning is logged at most once per interval. Under overload they would
-/// otherwise come once per call; the suppressed count is logged with the next one.
+/// Each kind of store warning is logged at most once per interval, because under overload it
+/// would otherwise come once per call. The suppressed count is logged with the next one.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Store problems on the call path that are logged at a limited rate.

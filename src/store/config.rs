@@ -63,7 +63,7 @@ impl StoreConfig {
         Duration::from_millis(self.op_budget_ms)
     }
 
-    /// The embedded store's page cache size in bytes.
+    /// Returns the embedded store's page cache size in bytes.
     pub fn embedded_cache_bytes(&self) -> usize {
         self.embedded_cache_mb as usize * 1024 * 1024
     }
@@ -72,8 +72,8 @@ impl StoreConfig {
         u64::from(self.session_variable_retention_days) * super::DAY_MS
     }
 
-    /// The conversation retention period in milliseconds, or `None` when conversations are
-    /// kept forever.
+    /// Returns the conversation retention period in milliseconds, or `None` when conversations
+    /// are kept forever.
     pub fn conversation_retention_ms(&self) -> Option<u64> {
         match self.conversation_retention_days {
             0 => None,

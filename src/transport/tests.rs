@@ -594,9 +594,9 @@ fn start_error_in_runtime(udp: Vec<SocketAddr>, tcp: Vec<SocketAddr>) -> String 
 }
 
 #[test]
-fn tcp_address_in_use_is_an_error_not_a_panic() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
+fn tcp_address_in_use_errors() {
+    let occupant = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = occupant.local_addr().unwrap();
     let error = start_error_in_runtime(Vec::new(), vec![addr]);
     assert!(
         error.contains(&format!("TCP listener on {addr}")),

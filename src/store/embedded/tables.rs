@@ -288,7 +288,7 @@ fn delete_conversation(txn: &WriteTransaction, conversationid: &str) -> Result<(
 /// Returns the exclusive upper bound of the keys of time-ordered conversation ids (see
 /// `crate::pseudonym::time_ordered_id`) whose start time is before `cutoff`.
 pub fn conversation_key_bound(cutoff: u64) -> Vec<u8> {
-    // The id holds 48 bits of milliseconds, enough until the year 10889.
+    // The id has 48 bits of milliseconds, enough until the year 10889.
     format!("cv{:012x}", cutoff.min(0xffff_ffff_ffff)).into_bytes()
 }
 

@@ -218,7 +218,7 @@ impl RedisStore {
             .query(redis::cmd("SADD").arg(&by_session).arg(&c.conversationid))
             .await?;
         if let (Some(expire_at), true) = (expire_at, c.anonymous) {
-            // An anonymous sessionid is random per call, so its set holds this conversation only.
+            // An anonymous sessionid is random per call, so its set contains this conversation only.
             let _: i64 = self
                 .query(redis::cmd("PEXPIREAT").arg(&by_session).arg(expire_at))
                 .await?;

@@ -338,7 +338,7 @@ async fn erase_unknown_skips_rewrite() {
     assert_eq!(inode_before, inode_after, "file rewritten for nothing");
 }
 
-/// A conversation of the tenant "default" with the given id.
+/// Returns a conversation of the tenant "default" with the given id.
 fn conversation_record(conversationid: String, sessionid: &str, started: u64) -> Conversation {
     Conversation {
         conversationid,

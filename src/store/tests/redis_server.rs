@@ -81,8 +81,9 @@ impl Servers {
         false
     }
 
-    /// Returns the absolute expiry of `key` in Unix milliseconds from the node that holds it:
-    /// -1 when the key has no expiry, -2 when no node holds it. Needs Redis 7.0 or later.
+    /// Returns the absolute expiry of `key` in Unix milliseconds from the node that stores it.
+    /// The result is -1 when the key has no expiry and -2 when no node stores it. Needs Redis
+    /// 7.0 or later (PEXPIRETIME).
     pub fn expire_time_ms(&self, key: &str) -> i64 {
         for &port in &self.ports {
             // Other cluster nodes reply with a MOVED error, which does not parse.

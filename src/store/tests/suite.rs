@@ -74,7 +74,7 @@ fn variable(name: &str, value: &str, lifetime: Lifetime, at: u64) -> Variable {
     }
 }
 
-/// A conversation record with a random id, as releases before time-ordered ids created them.
+/// Returns a conversation record with a random id, as releases before time-ordered ids made.
 pub fn conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
     Conversation {
         conversationid: random_id(IdKind::Conversation),
@@ -91,7 +91,7 @@ pub fn conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation
     }
 }
 
-/// A conversation whose id starts with its start time, as the proxy creates them.
+/// Returns a conversation whose id starts with its start time, as the proxy creates them.
 pub fn timed_conversation(sessionid: &str, tenant: &str, started: u64) -> Conversation {
     Conversation {
         conversationid: time_ordered_id(IdKind::Conversation, started),
