@@ -555,10 +555,17 @@ pub(super) fn check_framing(
             "missing_content_length",
         ));
     }
-    // Every line of the head, the empty line that ends it included, must end in CRLF.
+    // Every line of the head, the empty line that ends it included, must end in CRLF, and a
+    // CR may appear only there: a next hop that takes a lone CR as a line end would otherwise
+    // read a header hidden inside another, one the proxy did not strip.
     let head = &msg.buf[..msg.scanned.body.start];
-    if memchr::memchr_iter(b'\n', head).any(|at| at == 0 || head[at - 1] != b'\r') {
-        return Err(Reject::new(400, "Bare LF Line Ending", "bare_lf"));
+    for at in memchr::memchr2_iter(b'\r', b'\n', head) {
+        if head[at] == b'\n' && (at == 0 || head[at - 1] != b'\r') {
+            return Err(Reject::new(400, "Bare LF Line Ending", "bare_lf"));
+        }
+        if head[at] == b'\r' && head.get(at + 1) != Some(&b'\n') {
+            return Err(Reject::new(400, "Bare CR in Header", "bare_cr"));
+        }
     }
     Ok(())
 }

@@ -65,7 +65,7 @@ pub fn reply_class_index(status: u16) -> usize {
 /// Causes of proxy-generated replies. The scan failures use the labels of
 /// [`crate::message::ScanError::as_str`]; a reason the proxy reports that is not listed here is
 /// counted as `other`.
-pub const REPLY_REASONS: [&str; 33] = [
+pub const REPLY_REASONS: [&str; 34] = [
     "message_too_large",
     "body_too_large",
     "too_many_headers",
@@ -98,6 +98,7 @@ pub const REPLY_REASONS: [&str; 33] = [
     "rate_limited",
     "missing_content_length",
     "bare_lf",
+    "bare_cr",
     "other",
 ];
 
