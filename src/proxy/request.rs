@@ -556,8 +556,8 @@ pub(super) fn check_framing(
         ));
     }
     // Every line of the head, the empty line that ends it included, must end in CRLF, and a
-    // CR may appear only there: a next hop that takes a lone CR as a line end would otherwise
-    // read a header hidden inside another, one the proxy did not strip.
+    // CR may appear only there. A next hop that ends lines at a lone CR would otherwise read a
+    // header hidden inside another, which the proxy did not strip.
     let head = &msg.buf[..msg.scanned.body.start];
     for at in memchr::memchr2_iter(b'\r', b'\n', head) {
         if head[at] == b'\n' && (at == 0 || head[at - 1] != b'\r') {
